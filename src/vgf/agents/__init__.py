@@ -1,0 +1,44 @@
+"""Agents: each module holds its Config, PRESETS, create(), and an agent with update() and act()."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import ModuleType
+
+from vgf.agents import bc, vgf
+
+AGENTS: dict[str, ModuleType] = {"vgf": vgf, "bc": bc}
+CONFIG_CLASSES = {"vgf": vgf.VGFConfig, "bc": bc.BCConfig}
+
+
+def get_agent(name: str) -> ModuleType:
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; valid agents: {', '.join(sorted(AGENTS))}")
+    return AGENTS[name]
+
+
+def make_config(agent: str, preset: str, overrides: dict | None = None):
+    """The preset's config with `overrides` (field -> value) applied, validated; unknown names are listed."""
+    module = get_agent(agent)
+    if preset not in module.PRESETS:
+        raise ValueError(f"unknown preset {preset!r} for agent {agent!r}; valid presets: {', '.join(module.PRESETS)}")
+    config = module.PRESETS[preset]
+    overrides = dict(overrides or {})
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown} for agent {agent!r}; valid fields: {', '.join(fields)}")
+    for name, value in overrides.items():
+        if isinstance(getattr(config, name), tuple) and not isinstance(value, tuple):
+            overrides[name] = tuple(value)
+    return dataclasses.replace(config, **overrides).validate()
+
+
+def config_from_dict(agent: str, values: dict):
+    """Rebuild an agent config from its JSON form (lists become tuples)."""
+    cls = CONFIG_CLASSES[get_agent(agent).__name__.rsplit(".", 1)[-1]]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}).validate()
+
+
+__all__ = ["AGENTS", "config_from_dict", "get_agent", "make_config"]

@@ -1,0 +1,154 @@
+"""`vgf data check FILE`: validate a data file before training on it."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from vgf.data.d4rl import d4rl_to_dataset, read_d4rl_arrays
+from vgf.data.dataset import DatasetError, _first_bad_row
+
+__all__ = ["check_file"]
+
+_NPZ_REQUIRED = ("observations", "actions", "terminals")
+_NPZ_FLOAT_KEYS = ("observations", "actions", "qpos", "qvel")
+_HDF5_SUFFIXES = (".hdf5", ".h5")
+
+
+def _check_finite(path: Path, key: str, value: np.ndarray) -> None:
+    if not np.issubdtype(value.dtype, np.number) and value.dtype != np.bool_:
+        raise DatasetError(f"{path}: key '{key}' has non-numeric dtype {value.dtype}")
+    if np.issubdtype(value.dtype, np.floating):
+        bad = ~np.isfinite(value)
+        if bad.any():
+            raise DatasetError(
+                f"{path}: key '{key}' has {int(bad.sum())} non-finite value(s) (NaN or inf); "
+                f"first at index {_first_bad_row(bad)}"
+            )
+
+
+def _check_action_range(path: Path, actions: np.ndarray) -> tuple[float, float]:
+    outside = np.abs(actions) > 1.0
+    if outside.any():
+        index = _first_bad_row(outside)
+        raise DatasetError(
+            f"{path}: key 'actions' has {int(outside.sum())} value(s) outside [-1, 1] "
+            f"(max |action| = {float(np.abs(actions).max()):.6g}, first at index {index})"
+        )
+    return float(actions.min()), float(actions.max())
+
+
+def _check_npz(path: Path) -> dict:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read as .npz ({exc})") from exc
+    with archive:
+        keys = sorted(archive.files)
+        missing = [key for key in _NPZ_REQUIRED if key not in keys]
+        if missing:
+            raise DatasetError(f"{path}: missing required key(s) {', '.join(repr(k) for k in missing)}; found keys: {keys}")
+        try:
+            arrays = {key: archive[key] for key in keys}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise DatasetError(f"{path}: cannot read the arrays ({exc})") from exc
+
+    observations, actions, terminals = arrays["observations"], arrays["actions"], arrays["terminals"]
+    for key in ("observations", "actions"):
+        if arrays[key].ndim != 2:
+            raise DatasetError(f"{path}: key '{key}' must be 2-D [N, dim], got shape {list(arrays[key].shape)}")
+    if terminals.ndim != 1:
+        raise DatasetError(f"{path}: key 'terminals' must be 1-D [N], got shape {list(terminals.shape)}")
+    lengths = {key: int(value.shape[0]) for key, value in arrays.items() if value.ndim >= 1}
+    if len(set(lengths.values())) != 1:
+        listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise DatasetError(f"{path}: arrays have different lengths ({listing})")
+    rows = lengths["observations"]
+    if rows == 0:
+        raise DatasetError(f"{path}: file holds no steps (key 'observations' has shape {list(observations.shape)})")
+    for key in _NPZ_FLOAT_KEYS:
+        if key in arrays:
+            _check_finite(path, key, arrays[key])
+    _check_finite(path, "terminals", terminals)
+    flags = terminals.astype(np.float64)
+    bad = (flags != 0.0) & (flags != 1.0)
+    if bad.any():
+        index = _first_bad_row(bad)
+        raise DatasetError(f"{path}: key 'terminals' must be boolean (0/1); value {terminals[index]!r} at index {index}")
+    flags = flags.astype(bool)
+    episodes = int(flags.sum())
+    if episodes == 0:
+        raise DatasetError(f"{path}: key 'terminals' has no True entry, so no episode ever ends ({rows} steps)")
+    if not flags[-1]:
+        raise DatasetError(
+            f"{path}: key 'terminals' is False at the last index {rows - 1}; the final episode is cut off "
+            "(OGBench's loader needs every episode, including the last, to end with a terminal step)"
+        )
+    action_min, action_max = _check_action_range(path, actions)
+
+    summary = {
+        "format": "ogbench-npz",
+        "path": str(path),
+        "transitions": rows - episodes,  # what OGBench's loader yields: the last step of an episode starts none
+        "steps": rows,
+        "episodes": episodes,
+        "obs_dim": int(observations.shape[1]),
+        "action_dim": int(actions.shape[1]),
+        "keys": keys,
+        "action_range": (action_min, action_max),
+    }
+    if not path.name.endswith("-val.npz"):
+        val_path = path.with_name(path.name[: -len(".npz")] + "-val.npz")
+        summary["val_file"] = str(val_path) if val_path.is_file() else None
+    return summary
+
+
+def _check_hdf5(path: Path) -> dict:
+    arrays = read_d4rl_arrays(path)
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        if key in arrays:
+            _check_finite(path, key, np.asarray(arrays[key]))
+    action_min, action_max = _check_action_range(path, np.asarray(arrays["actions"]))
+    dataset = d4rl_to_dataset(arrays, source=str(path))
+    return {
+        "format": "d4rl-hdf5",
+        "path": str(path),
+        "transitions": dataset.size,
+        "rows": int(arrays["observations"].shape[0]),
+        "episodes": int(dataset.terminals.sum()),
+        "obs_dim": dataset.obs_dim,
+        "action_dim": dataset.action_dim,
+        "keys": sorted(arrays),
+        "action_range": (action_min, action_max),
+        "has_timeouts": "timeouts" in arrays,
+        "has_next_observations": "next_observations" in arrays,
+    }
+
+
+def check_file(path) -> dict:
+    """Validate an OGBench-format `.npz` or a D4RL `.hdf5`/`.h5` file; return a summary dict.
+
+    Raises `DatasetError` with the reason when the file is missing, unreadable or inconsistent.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".npz",) + _HDF5_SUFFIXES:
+        raise DatasetError(
+            f"{path}: unknown data file extension {path.suffix!r}; expected .npz (OGBench) or .hdf5/.h5 (D4RL)"
+        )
+    if not path.is_file():
+        hint = ""
+        if suffix == ".npz":
+            from vgf.data.ogbench_data import OGBENCH_PLAY_DATASETS
+
+            stem = path.name[: -len(".npz")]
+            stem = stem[: -len("-val")] if stem.endswith("-val") else stem
+            stem = stem[: -len("-v0")] if stem.endswith("-v0") else stem
+            if stem in OGBENCH_PLAY_DATASETS:
+                hint = f"; generate it with: vgf data make {stem} --out {path.parent}"
+        raise DatasetError(f"{path}: file not found{hint}")
+    if suffix == ".npz":
+        return _check_npz(path)
+    return _check_hdf5(path)

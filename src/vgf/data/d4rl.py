@@ -1,0 +1,135 @@
+"""Loading D4RL-layout HDF5 files (observations, actions, rewards, terminals, timeouts, ...)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from vgf.data.dataset import Dataset, DatasetError, _first_bad_row
+
+__all__ = ["D4RL_REQUIRED_KEYS", "read_d4rl_arrays", "d4rl_to_dataset", "load_d4rl_hdf5"]
+
+D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+_OPTIONAL_KEYS = ("timeouts", "next_observations")
+
+
+def read_d4rl_arrays(path) -> dict[str, np.ndarray]:
+    """Read the D4RL top-level datasets of an HDF5 file, with shape checks; raises `DatasetError`."""
+    import h5py
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot open as HDF5 ({exc})") from exc
+    with handle:
+        present = sorted(handle.keys())
+        missing = [key for key in D4RL_REQUIRED_KEYS if key not in handle]
+        if missing:
+            raise DatasetError(
+                f"{path}: missing required key(s) {', '.join(repr(k) for k in missing)}; found keys: {present}"
+            )
+        arrays = {}
+        for key in D4RL_REQUIRED_KEYS + _OPTIONAL_KEYS:
+            if key not in handle:
+                continue
+            item = handle[key]
+            if not isinstance(item, h5py.Dataset):
+                raise DatasetError(f"{path}: key '{key}' is an HDF5 group, expected an array")
+            arrays[key] = item[()]
+
+    for key in ("observations", "actions", "next_observations"):
+        if key in arrays and arrays[key].ndim != 2:
+            raise DatasetError(f"{path}: key '{key}' must be 2-D [N, dim], got shape {list(arrays[key].shape)}")
+    for key in ("rewards", "terminals", "timeouts"):
+        if key not in arrays:
+            continue
+        value = arrays[key]
+        if value.ndim == 2 and value.shape[1] == 1:
+            arrays[key] = value[:, 0]
+        elif value.ndim != 1:
+            raise DatasetError(f"{path}: key '{key}' must have shape [N] or [N, 1], got shape {list(value.shape)}")
+    lengths = {key: int(value.shape[0]) for key, value in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise DatasetError(f"{path}: arrays have different lengths ({listing})")
+    if lengths["observations"] == 0:
+        raise DatasetError(f"{path}: dataset is empty (key 'observations' has shape {list(arrays['observations'].shape)})")
+    for key in ("terminals", "timeouts"):
+        if key in arrays:
+            flags = np.asarray(arrays[key], dtype=np.float64)
+            bad = (flags != 0.0) & (flags != 1.0)
+            if bad.any():
+                index = _first_bad_row(bad)
+                raise DatasetError(
+                    f"{path}: key '{key}' must be boolean (0/1); first other value {flags[index]!r} at index {index}"
+                )
+            arrays[key] = flags.astype(bool)
+    return arrays
+
+
+def d4rl_to_dataset(arrays: dict[str, np.ndarray], source: str) -> Dataset:
+    """Turn D4RL arrays (as from `read_d4rl_arrays`) into a `Dataset`.
+
+    An episode ends at `terminals | timeouts` (and at the end of the file). With `next_observations`
+    stored, every row is kept. Without, s' is the next row of the same episode; a row that ends its
+    episode by time-out (or by the end of the file) has no successor and is dropped, while a true
+    terminal row is kept (its s' is never bootstrapped from: it is set to s). `masks = 1 - terminals`;
+    `Dataset.terminals` marks the last kept transition of every episode.
+    """
+    observations = arrays["observations"]
+    size = observations.shape[0]
+    true_terminal = arrays["terminals"].astype(bool)
+    if "timeouts" in arrays:
+        timeouts = arrays["timeouts"].astype(bool)
+    else:
+        timeouts = np.zeros(size, dtype=bool)
+        if "next_observations" not in arrays:
+            warnings.warn(
+                f"{source}: no 'timeouts' key; episodes are split at terminals only, so consecutive "
+                "time-limited episodes will be chained together",
+                stacklevel=3,
+            )
+    episode_end = true_terminal | timeouts
+    episode_end[-1] = True
+
+    if "next_observations" in arrays:
+        keep = np.arange(size)
+        next_observations = arrays["next_observations"]
+        boundary = episode_end
+    else:
+        keep_mask = ~episode_end | true_terminal
+        keep = np.flatnonzero(keep_mask)
+        successor = np.minimum(keep + 1, size - 1)
+        next_observations = np.where(true_terminal[keep, None], observations[keep], observations[successor])
+        episode_id = np.concatenate([[0], np.cumsum(episode_end[:-1])])[keep]
+        boundary = np.ones(len(keep), dtype=bool)
+        boundary[:-1] = episode_id[1:] != episode_id[:-1]
+        if len(keep) == 0:
+            raise DatasetError(
+                f"{source}: no transitions left after pairing rows with their successors "
+                f"({size} rows, every one ending an episode by time-out); store 'next_observations' instead"
+            )
+
+    terminals_kept = true_terminal[keep]
+    return Dataset.from_arrays(
+        {
+            "observations": observations[keep],
+            "actions": arrays["actions"][keep],
+            "rewards": arrays["rewards"][keep],
+            "next_observations": next_observations,
+            "masks": 1.0 - terminals_kept.astype(np.float32),
+            "terminals": boundary.astype(np.float32),
+        },
+        source=source,
+    )
+
+
+def load_d4rl_hdf5(path) -> Dataset:
+    """Load a D4RL-layout HDF5 file as a `Dataset` (see `d4rl_to_dataset` for the episode handling)."""
+    arrays = read_d4rl_arrays(path)
+    return d4rl_to_dataset(arrays, source=str(Path(path).expanduser()))

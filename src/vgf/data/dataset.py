@@ -1,0 +1,216 @@
+"""The in-memory transition dataset every agent trains on, and its validation.
+
+A `Dataset` is six aligned float32 arrays. It is built through `Dataset.from_arrays`, which checks
+shapes, lengths and finiteness and explains any problem in terms of the file (or other source) the
+arrays came from, so that a bad data file fails loudly at load time instead of as NaNs mid-training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DatasetError", "Dataset", "REQUIRED_KEYS", "ARRAY_KEYS"]
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
+ARRAY_KEYS = ("observations", "actions", "rewards", "next_observations", "masks", "terminals")
+_MATRIX_KEYS = ("observations", "actions", "next_observations")
+_VECTOR_KEYS = ("rewards", "masks", "terminals")
+
+
+class DatasetError(ValueError):
+    """A data file or array set is missing, malformed or inconsistent.
+
+    Messages name the source (file path or description), the offending key and its shape or value.
+    """
+
+
+def _shape_str(array: np.ndarray) -> str:
+    return "[" + ", ".join(str(d) for d in array.shape) + "]"
+
+
+def _as_numeric(value, key: str, source: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise DatasetError(f"{source}: key '{key}' cannot be read as an array ({exc})") from exc
+    if array.dtype == np.bool_:
+        return array
+    if not (np.issubdtype(array.dtype, np.number)):
+        raise DatasetError(f"{source}: key '{key}' has non-numeric dtype {array.dtype} (shape {_shape_str(array)})")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise DatasetError(f"{source}: key '{key}' has complex dtype {array.dtype}")
+    return array
+
+
+def _first_bad_row(bad: np.ndarray) -> int:
+    """Row index of the first True entry of a boolean array (rows = first axis)."""
+    flat_index = int(np.argmax(bad.reshape(-1)))
+    return int(np.unravel_index(flat_index, bad.shape)[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Aligned transitions (s, a, r, s', mask, terminal), all float32.
+
+    `masks[i]` is 1.0 when the target may bootstrap from `next_observations[i]` and 0.0 at a true
+    terminal. `terminals[i]` is 1.0 on the last transition of a trajectory (terminal or time-out), i.e.
+    an episode boundary; it is *not* the bootstrap mask.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    masks: np.ndarray
+    terminals: np.ndarray
+    source: str = "<arrays>"
+
+    def __post_init__(self):
+        # Cheap structural check for direct construction; `from_arrays` does the full validation.
+        for key in ARRAY_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, np.ndarray) or value.dtype != np.float32:
+                raise DatasetError(
+                    f"{self.source}: field '{key}' must be a float32 numpy array "
+                    f"(got {type(value).__name__} {getattr(value, 'dtype', '')}); build datasets with Dataset.from_arrays"
+                )
+        for key in _MATRIX_KEYS:
+            if getattr(self, key).ndim != 2:
+                raise DatasetError(f"{self.source}: field '{key}' must be 2-D, got shape {_shape_str(getattr(self, key))}")
+        for key in _VECTOR_KEYS:
+            if getattr(self, key).ndim != 1:
+                raise DatasetError(f"{self.source}: field '{key}' must be 1-D, got shape {_shape_str(getattr(self, key))}")
+        lengths = {key: len(getattr(self, key)) for key in ARRAY_KEYS}
+        if len(set(lengths.values())) != 1:
+            listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
+            raise DatasetError(f"{self.source}: arrays have different lengths ({listing})")
+        if self.observations.shape[1] != self.next_observations.shape[1]:
+            raise DatasetError(
+                f"{self.source}: 'observations' {_shape_str(self.observations)} and 'next_observations' "
+                f"{_shape_str(self.next_observations)} have different widths"
+            )
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], source: str = "<arrays>") -> Dataset:
+        """Validate and convert a mapping of arrays into a `Dataset`.
+
+        Required keys: observations, actions, rewards, next_observations, terminals. `masks` is optional
+        and defaults to `1 - terminals`. Extra keys are ignored. Actions outside [-1, 1] are clipped with
+        a warning. Raises `DatasetError` on anything else that is wrong.
+        """
+        source = str(source)
+        if not isinstance(arrays, Mapping):
+            raise DatasetError(f"{source}: expected a mapping of arrays by name, got {type(arrays).__name__}")
+        missing = [key for key in REQUIRED_KEYS if key not in arrays]
+        if missing:
+            raise DatasetError(
+                f"{source}: missing required key(s) {', '.join(repr(k) for k in missing)}; "
+                f"found keys: {sorted(str(k) for k in arrays.keys())}"
+            )
+
+        raw = {key: _as_numeric(arrays[key], key, source) for key in REQUIRED_KEYS}
+        if "masks" in arrays and arrays["masks"] is not None:
+            raw["masks"] = _as_numeric(arrays["masks"], "masks", source)
+
+        for key in _MATRIX_KEYS:
+            if raw[key].ndim != 2:
+                raise DatasetError(
+                    f"{source}: key '{key}' must be 2-D [N, dim], got shape {_shape_str(raw[key])}"
+                )
+        for key in _VECTOR_KEYS:
+            if key not in raw:
+                continue
+            value = raw[key]
+            if value.ndim == 2 and value.shape[1] == 1:
+                raw[key] = value[:, 0]
+            elif value.ndim != 1:
+                raise DatasetError(f"{source}: key '{key}' must have shape [N] or [N, 1], got shape {_shape_str(value)}")
+
+        lengths = {key: int(value.shape[0]) for key, value in raw.items()}
+        if len(set(lengths.values())) != 1:
+            listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
+            raise DatasetError(f"{source}: arrays have different lengths ({listing})")
+        size = lengths["observations"]
+        if size == 0:
+            raise DatasetError(f"{source}: dataset is empty (key 'observations' has shape {_shape_str(raw['observations'])})")
+        if raw["observations"].shape[1] != raw["next_observations"].shape[1]:
+            raise DatasetError(
+                f"{source}: key 'observations' has shape {_shape_str(raw['observations'])} but 'next_observations' "
+                f"has shape {_shape_str(raw['next_observations'])}; their widths must match"
+            )
+        for key in ("observations", "actions"):
+            if raw[key].shape[1] == 0:
+                raise DatasetError(f"{source}: key '{key}' has zero width (shape {_shape_str(raw[key])})")
+
+        converted = {key: np.asarray(value, dtype=np.float32) for key, value in raw.items()}
+
+        for key, value in converted.items():
+            bad = ~np.isfinite(value)
+            count = int(bad.sum())
+            if count:
+                raise DatasetError(
+                    f"{source}: key '{key}' has {count} non-finite value(s) (NaN or inf); "
+                    f"first at index {_first_bad_row(bad)}"
+                )
+
+        for key in ("terminals", "masks"):
+            if key not in converted:
+                converted[key] = 1.0 - converted["terminals"]  # masks default: bootstrap unless terminal
+                continue
+            value = converted[key]
+            bad = (value != 0.0) & (value != 1.0)
+            if bad.any():
+                index = _first_bad_row(bad)
+                raise DatasetError(
+                    f"{source}: key '{key}' must contain only 0/1 values; {int(bad.sum())} entries differ, "
+                    f"first at index {index} (value {value[index]!r})"
+                )
+
+        actions = converted["actions"]
+        outside = np.abs(actions) > 1.0
+        if outside.any():
+            warnings.warn(
+                f"{source}: clipping {int(outside.sum())} action value(s) outside [-1, 1] "
+                f"(max |action| = {float(np.abs(actions).max()):.6g})",
+                stacklevel=2,
+            )
+            converted["actions"] = np.clip(actions, -1.0, 1.0)
+
+        return cls(
+            observations=np.ascontiguousarray(converted["observations"]),
+            actions=np.ascontiguousarray(converted["actions"]),
+            rewards=np.ascontiguousarray(converted["rewards"]),
+            next_observations=np.ascontiguousarray(converted["next_observations"]),
+            masks=np.ascontiguousarray(converted["masks"]),
+            terminals=np.ascontiguousarray(converted["terminals"]),
+            source=source,
+        )
+
+    @property
+    def size(self) -> int:
+        return int(self.observations.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    def __len__(self) -> int:
+        return self.size
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The six arrays by name (observations, actions, rewards, next_observations, masks, terminals)."""
+        return {key: getattr(self, key) for key in ARRAY_KEYS}
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(size={self.size}, obs_dim={self.obs_dim}, action_dim={self.action_dim}, "
+            f"source={self.source!r})"
+        )

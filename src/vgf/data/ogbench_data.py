@@ -1,0 +1,380 @@
+"""OGBench manipulation "play" datasets: local generation and single-task loading.
+
+Nothing here downloads anything. `generate_ogbench_dataset` re-creates a play dataset on this machine
+by driving the environment with the scripted plan oracles that ship in the `ogbench` package, and
+writes it in OGBench's own `.npz` layout, so that `ogbench.make_env_and_datasets(...,
+dataset_path=...)` (and therefore OGBench's single-task reward relabelling) reads it unchanged.
+
+Play protocol, per episode: reset in data-collection mode, follow the oracle for the environment's
+current target task, and as soon as the oracle finishes its plan ask the environment for a new random
+target and switch to the matching oracle. Each episode runs a fixed number of steps; the last stored
+step is flagged terminal (OGBench's loader drops it as a transition start, so an episode of T steps
+yields T - 1 transitions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+import vgf.envs  # noqa: F401  (on import, picks a headless MuJoCo GL backend before OGBench/dm_control load)
+from vgf.data.dataset import Dataset, DatasetError
+
+__all__ = [
+    "OGBENCH_PLAY_DATASETS",
+    "ogbench_dataset_path",
+    "ogbench_val_path",
+    "generate_ogbench_dataset",
+    "parse_ogbench_task",
+    "load_ogbench_task",
+]
+
+# Play dataset name -> the data-collection environment it is generated in.
+OGBENCH_PLAY_DATASETS: dict[str, str] = {
+    "cube-single-play": "cube-single-v0",
+    "cube-double-play": "cube-double-v0",
+    "cube-triple-play": "cube-triple-v0",
+    "scene-play": "scene-v0",
+    "puzzle-3x3-play": "puzzle-3x3-v0",
+    "puzzle-4x4-play": "puzzle-4x4-v0",
+}
+
+NUM_OGBENCH_TASKS = 5  # every OGBench single-task environment has task1 ... task5
+_MAX_EPISODE_RETRIES = 20  # consecutive failed health checks before giving up
+_VIEW_MARGIN = 0.1  # metres a cube may stray beyond the workspace box before an episode is redone
+
+
+@contextlib.contextmanager
+def _quiet_env_warnings() -> Iterator[None]:
+    """Hide gymnasium's harmless notes about OGBench's float64 action-space bounds."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32.*")
+        yield
+
+
+def _import_ogbench():
+    with _quiet_env_warnings():
+        import ogbench  # noqa: F401  (registers the environments with gymnasium)
+    return ogbench
+
+
+def _valid_names() -> str:
+    return ", ".join(OGBENCH_PLAY_DATASETS)
+
+
+def _check_dataset_name(dataset_name: str) -> None:
+    if dataset_name not in OGBENCH_PLAY_DATASETS:
+        raise DatasetError(
+            f"unknown OGBench dataset {dataset_name!r}; valid datasets: {_valid_names()}"
+        )
+
+
+def ogbench_dataset_path(data_dir, dataset_name: str) -> Path:
+    """Where the training file of `dataset_name` lives: `data_dir / f"{dataset_name}-v0.npz"`."""
+    _check_dataset_name(dataset_name)
+    return Path(data_dir).expanduser() / f"{dataset_name}-v0.npz"
+
+
+def ogbench_val_path(train_path) -> Path:
+    """The validation file OGBench's loader opens beside a training file (`X.npz` -> `X-val.npz`)."""
+    train_path = Path(train_path)
+    return train_path.with_name(train_path.name[: -len(".npz")] + "-val.npz")
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------------
+
+
+def _family(dataset_name: str) -> str:
+    for family in ("cube", "scene", "puzzle"):
+        if dataset_name.startswith(family):
+            return family
+    raise DatasetError(f"unknown OGBench dataset {dataset_name!r}; valid datasets: {_valid_names()}")
+
+
+def _make_oracles(env, family: str, noise: float, noise_smoothing: float) -> dict:
+    from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
+    from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+    from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
+    from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
+
+    common = dict(env=env, noise=noise, noise_smoothing=noise_smoothing)
+    if family == "cube":
+        return {"cube": CubePlanOracle(**common)}
+    if family == "scene":
+        return {
+            "cube": CubePlanOracle(**common),
+            "button": ButtonPlanOracle(**common),
+            "drawer": DrawerPlanOracle(**common),
+            "window": WindowPlanOracle(**common),
+        }
+    return {"button": ButtonPlanOracle(gripper_always_closed=True, **common)}
+
+
+def _stack_probability(dataset_name: str, rng: np.random.Generator) -> float:
+    """Chance that a new cube target is placed on top of another cube (drawn once per episode)."""
+    if dataset_name == "cube-single-play":
+        return 0.0
+    if dataset_name == "cube-double-play":
+        return float(rng.uniform(0.0, 0.25))
+    if dataset_name == "cube-triple-play":
+        return float(rng.uniform(0.05, 0.35))
+    return 0.5
+
+
+def _cubes_in_view(env, info: dict) -> bool:
+    """Scene health check: every cube is still within (a margin around) the robot's workspace.
+
+    Very rarely the physics throws a cube out of the scene (e.g. the drawer lock engages while the
+    drawer moves with a cube inside); such episodes are discarded and collected again.
+    """
+    unwrapped = env.unwrapped
+    low = unwrapped._workspace_bounds[0] - _VIEW_MARGIN
+    high = unwrapped._workspace_bounds[1] + _VIEW_MARGIN
+    low = np.array([low[0], low[1], -_VIEW_MARGIN])
+    for i in range(unwrapped._num_cubes):
+        pos = np.asarray(info[f"privileged/block_{i}_pos"])
+        if not (np.all(np.isfinite(pos)) and np.all(pos >= low) and np.all(pos <= high)):
+            return False
+    return True
+
+
+def _collect_episode(env, oracles, dataset_name, max_steps, episode_seed, health_check):
+    """One play episode; returns a dict of per-step arrays, or None when the health check failed."""
+    np.random.seed(episode_seed)  # the plan oracles draw from numpy's global generator
+    rng = np.random.default_rng(episode_seed)
+    p_stack = _stack_probability(dataset_name, rng)
+
+    ob, info = env.reset(seed=episode_seed)
+    oracle = oracles[info["privileged/target_task"]]
+    oracle.reset(ob, info)
+    has_buttons = "prev_button_states" in info
+
+    observations, actions, terminals, qpos, qvel, button_states = [], [], [], [], [], []
+    for t in range(max_steps):
+        action = np.clip(np.asarray(oracle.select_action(ob, info), dtype=np.float64), -1.0, 1.0)
+        next_ob, _reward, terminated, truncated, info = env.step(action)
+        last = t == max_steps - 1 or bool(terminated) or bool(truncated)
+
+        observations.append(np.asarray(ob, dtype=np.float32))
+        actions.append(action.astype(np.float32))
+        terminals.append(last)
+        qpos.append(np.asarray(info["prev_qpos"], dtype=np.float32))
+        qvel.append(np.asarray(info["prev_qvel"], dtype=np.float32))
+        if has_buttons:
+            button_states.append(np.asarray(info["prev_button_states"], dtype=np.int64))
+
+        if health_check and not _cubes_in_view(env, info):
+            return None
+        if last:
+            break
+
+        ob = next_ob
+        if oracle.done:
+            ob, info = env.unwrapped.set_new_target(p_stack=p_stack)
+            oracle = oracles[info["privileged/target_task"]]
+            oracle.reset(ob, info)
+
+    episode = {
+        "observations": np.stack(observations),
+        "actions": np.stack(actions),
+        "terminals": np.asarray(terminals, dtype=bool),
+        "qpos": np.stack(qpos),
+        "qvel": np.stack(qvel),
+    }
+    if has_buttons:
+        episode["button_states"] = np.stack(button_states)
+    return episode
+
+
+def _concat(episodes: list[dict]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([ep[key] for ep in episodes], axis=0) for key in episodes[0]}
+
+
+def _write_npz_temp(directory: Path, final_name: str, arrays: dict[str, np.ndarray]) -> Path:
+    """Write `arrays` to a temporary file in `directory` (same filesystem as the final name)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:  # a file object: numpy appends no ".npz" to the name
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ep", disable=not enabled, dynamic_ncols=True)
+
+
+def generate_ogbench_dataset(
+    dataset_name: str,
+    out_dir,
+    episodes: int = 1000,
+    max_episode_steps: int = 1001,
+    seed: int = 0,
+    noise: float = 0.1,
+    noise_smoothing: float = 0.5,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Collect an OGBench-format play dataset locally; returns (train_path, val_path).
+
+    `episodes` episodes of `max_episode_steps` steps go to `out_dir/{dataset_name}-v0.npz` and
+    `max(1, episodes // 10)` more to the `-val.npz` file beside it. Stored per step: observations,
+    actions (float32), terminals (bool, True on the last step of each episode), qpos / qvel before the
+    step (float32) and, for environments with buttons, button_states before the step (int64).
+    A fixed `seed` reproduces the files exactly. Both files are written atomically.
+    """
+    _check_dataset_name(dataset_name)
+    if int(episodes) != episodes or episodes < 1:
+        raise DatasetError(f"{dataset_name}: episodes must be a positive integer, got {episodes!r}")
+    if int(max_episode_steps) != max_episode_steps or max_episode_steps < 2:
+        raise DatasetError(
+            f"{dataset_name}: max_episode_steps must be an integer >= 2 (one transition needs two steps), "
+            f"got {max_episode_steps!r}"
+        )
+    if not (noise >= 0 and noise_smoothing >= 0):
+        raise DatasetError(f"{dataset_name}: noise and noise_smoothing must be >= 0, got {noise!r}, {noise_smoothing!r}")
+    episodes, max_episode_steps = int(episodes), int(max_episode_steps)
+    num_val = max(1, episodes // 10)
+
+    out_dir = Path(out_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_path = ogbench_dataset_path(out_dir, dataset_name)
+    val_path = ogbench_val_path(train_path)
+
+    import gymnasium
+
+    _import_ogbench()
+    family = _family(dataset_name)
+    with _quiet_env_warnings():
+        env = gymnasium.make(
+            OGBENCH_PLAY_DATASETS[dataset_name],
+            terminate_at_goal=False,
+            mode="data_collection",
+            max_episode_steps=max_episode_steps,
+        )
+    seeds = np.random.SeedSequence(int(seed))
+    saved_global_state = np.random.get_state()
+    collected: list[dict] = []
+    try:
+        oracles = _make_oracles(env, family, noise, noise_smoothing)
+        with _progress_bar(episodes + num_val, dataset_name, progress) as bar, _quiet_env_warnings():
+            redone = 0
+            while len(collected) < episodes + num_val:
+                for _attempt in range(_MAX_EPISODE_RETRIES):
+                    episode_seed = int(seeds.spawn(1)[0].generate_state(1, dtype=np.uint32)[0])
+                    episode = _collect_episode(
+                        env, oracles, dataset_name, max_episode_steps, episode_seed, health_check=family == "scene"
+                    )
+                    if episode is not None:
+                        break
+                    redone += 1
+                    bar.set_postfix(redone=redone)
+                else:
+                    raise RuntimeError(
+                        f"{dataset_name}: {_MAX_EPISODE_RETRIES} consecutive episodes failed the health check "
+                        "(a cube left the scene); the simulation looks unstable"
+                    )
+                collected.append(episode)
+                bar.update(1)
+    finally:
+        np.random.set_state(saved_global_state)
+        env.close()
+
+    train = _concat(collected[:episodes])
+    val = _concat(collected[episodes:])
+    tmp_train = _write_npz_temp(out_dir, train_path.name, train)
+    try:
+        tmp_val = _write_npz_temp(out_dir, val_path.name, val)
+    except BaseException:
+        tmp_train.unlink(missing_ok=True)
+        raise
+    # Validation file first: a present training file then implies its validation partner exists.
+    os.replace(tmp_val, val_path)
+    os.replace(tmp_train, train_path)
+    return train_path, val_path
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+_TASK_PATTERN = re.compile(r"^(?P<dataset>.+)-singletask(?:-task(?P<task_id>\d+))?$")
+
+
+def parse_ogbench_task(task: str) -> tuple[str, int | None]:
+    """Split 'cube-single-play-singletask-task1' into ('cube-single-play', 1).
+
+    The task id is None for the default task ('cube-single-play-singletask'). A trailing '-v0' is
+    tolerated. Raises `DatasetError` for names that are not OGBench single-task play tasks.
+    """
+    name = str(task)
+    if name.endswith("-v0"):
+        name = name[: -len("-v0")]
+    match = _TASK_PATTERN.match(name)
+    if match is None:
+        raise DatasetError(
+            f"not an OGBench single-task name: {task!r}; expected '<dataset>-singletask[-taskN]' "
+            f"with <dataset> one of: {_valid_names()} (e.g. 'cube-single-play-singletask-task1')"
+        )
+    dataset_name = match.group("dataset")
+    if dataset_name not in OGBENCH_PLAY_DATASETS:
+        raise DatasetError(
+            f"unknown OGBench dataset {dataset_name!r} in task {task!r}; valid datasets: {_valid_names()}"
+        )
+    task_id = match.group("task_id")
+    if task_id is not None:
+        task_id = int(task_id)
+        if not 1 <= task_id <= NUM_OGBENCH_TASKS:
+            raise DatasetError(f"task {task!r}: task id must be 1..{NUM_OGBENCH_TASKS}, got {task_id}")
+    return dataset_name, task_id
+
+
+def load_ogbench_task(task: str, data_dir) -> tuple[Dataset, Dataset]:
+    """(train, val) datasets of an OGBench single-task problem, from locally generated files.
+
+    Rewards and masks are OGBench's own single-task relabelling. Never downloads: a missing file
+    raises `DatasetError` telling how to generate it.
+    """
+    dataset_name, task_id = parse_ogbench_task(task)
+    canonical = f"{dataset_name}-singletask" + ("" if task_id is None else f"-task{task_id}")
+    train_path = ogbench_dataset_path(data_dir, dataset_name)
+    val_path = ogbench_val_path(train_path)
+    for path in (train_path, val_path):
+        if not path.is_file():
+            raise DatasetError(
+                f"{path}: dataset file for task {canonical!r} not found; generate it with: "
+                f"vgf data make {dataset_name} --out {Path(data_dir).expanduser()}"
+            )
+    if ".npz" in str(train_path.parent):
+        # OGBench derives the validation path with str.replace('.npz', '-val.npz') on the whole path.
+        raise DatasetError(
+            f"{train_path}: the data directory name must not contain '.npz' (OGBench's loader would "
+            "derive a wrong validation path)"
+        )
+
+    ogbench = _import_ogbench()
+    try:
+        with _quiet_env_warnings():
+            env, train, val = ogbench.make_env_and_datasets(f"{canonical}-v0", dataset_path=str(train_path))
+    except Exception as exc:  # a malformed file surfaces as KeyError/ValueError/AssertionError inside OGBench
+        raise DatasetError(f"{train_path}: OGBench could not load the dataset for {canonical!r}: {exc!r}") from exc
+    env.close()
+    return (
+        Dataset.from_arrays(train, source=f"{train_path} [{canonical}]"),
+        Dataset.from_arrays(val, source=f"{val_path} [{canonical}]"),
+    )
