@@ -88,9 +88,10 @@ PRESETS: dict[str, VGFConfig] = {
     "paper-d4rl": VGFConfig(q_agg="min", train_vgf_steps=5, eval_vgf_steps=5, vgf_lr=0.1, vgf_alpha=0.1),
     # Small enough to train for real on a 2-core CPU in minutes.
     "cpu-small": VGFConfig(hidden_dims=(256, 256, 256), num_particles=8, bc_flow_steps=5, train_vgf_steps=2),
-    # The contextual bandit: one-step episodes, so the TD target needs no transport.
+    # The contextual bandit: one-step episodes, so the TD target is the reward (discount 0).
     "bandit": VGFConfig(
         hidden_dims=(128, 128),
+        discount=0.0,
         num_particles=16,
         bc_flow_steps=8,
         train_vgf_steps=0,
@@ -149,22 +150,20 @@ class VGFAgent(flax.struct.PyTreeNode):
     # ----- training -----
     def critic_loss_fn(self, critic_params, batch, key):
         cfg = self.config
-        next_obs = batch["next_observations"]
-        particles = self.sample_reference(next_obs, key, cfg.num_particles)
-        particles = self.transport(next_obs, particles, cfg.train_vgf_steps)
-        next_q = aggregate_ensemble(
-            self.q_values(next_obs[:, None, :], particles, self.target_critic_params), cfg.target_q_agg
-        )
-        next_value = next_q.max(-1) if cfg.train_particle_select == "max" else next_q.mean(-1)
-        targets = jax.lax.stop_gradient(batch["rewards"] + cfg.discount * batch["masks"] * next_value)
+        targets, info = batch["rewards"], {}
+        if cfg.discount > 0:  # a bandit (discount 0) needs no next-state particles
+            next_obs = batch["next_observations"]
+            particles = self.sample_reference(next_obs, key, cfg.num_particles)
+            particles = self.transport(next_obs, particles, cfg.train_vgf_steps)
+            next_q = aggregate_ensemble(
+                self.q_values(next_obs[:, None, :], particles, self.target_critic_params), cfg.target_q_agg
+            )
+            next_value = next_q.max(-1) if cfg.train_particle_select == "max" else next_q.mean(-1)
+            targets = jax.lax.stop_gradient(targets + cfg.discount * batch["masks"] * next_value)
+            info["particle_spread"] = jnp.var(particles, axis=1).mean()
         q = self.q_values(batch["observations"], batch["actions"], critic_params)
         loss = critic_loss(q, targets, cfg.critic_loss, cfg.expectile)
-        return loss, {
-            "critic_loss": loss,
-            "q_mean": q.mean(),
-            "target_mean": targets.mean(),
-            "particle_spread": jnp.var(particles, axis=1).mean(),
-        }
+        return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": targets.mean(), **info}
 
     def flow_loss_fn(self, flow_params, batch, key):
         velocity = partial(self.flow.apply_fn, flow_params)

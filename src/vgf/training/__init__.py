@@ -1,0 +1,31 @@
+"""Training loops, checkpoints and metric logging."""
+
+from vgf.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from vgf.training.logger import MetricsLogger
+from vgf.training.offline import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainSettings,
+    evaluate_agent,
+    load_run,
+    make_policy,
+    settings_from_run,
+    train,
+    train_chunk,
+)
+
+__all__ = [
+    "MetricsLogger",
+    "TrainSettings",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "evaluate_agent",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_run",
+    "make_policy",
+    "save_checkpoint",
+    "settings_from_run",
+    "train",
+    "train_chunk",
+]
