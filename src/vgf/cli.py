@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the main job end to end on embedded defaults (about 6-8 minutes on 2 cores)")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--quick", action="store_true", help="a one-minute smoke version")
+    demo.add_argument("--quick", action="store_true", help="a smoke version (about 3 minutes): tiny data, few updates")
     demo.add_argument("--seed", type=int, default=0)
     return parser
 

@@ -64,8 +64,7 @@ def plot_bandit_particles(agent, dataset, path: Path, budget: int, seed: int = 0
 
     contexts = np.array([[-0.6], [0.0], [0.6]], dtype=np.float32)
     key = jax.random.PRNGKey(seed)
-    num = 64
-    reference = agent.sample_reference(jnp.asarray(contexts), key, num)
+    reference = agent.sample_reference(jnp.asarray(contexts), key, agent.config.num_particles)
     moved = np.asarray(agent.transport(jnp.asarray(contexts), reference, budget))
     reference = np.asarray(reference)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
@@ -109,7 +108,7 @@ def run_bandit(out: Path, steps: int, seed: int, say: Callable[[str], None]) -> 
     distances["bc"] = distance_to_best(trained["bc"], (0,), contexts, seed)
     for row in rows:
         row["distance_to_best"] = distances[row["agent"]][row["budget"]]
-    plot = plot_bandit_particles(trained["vgf"], dataset, out / "bandit_particles.png", max(BANDIT_BUDGETS), seed)
+    plot = plot_bandit_particles(trained["vgf"], dataset, out / "bandit_particles.png", trained["vgf"].config.eval_vgf_steps, seed)
     return {"rows": rows, "plot": str(plot), "behavior_reward": bandit.behavior_mean_reward(), "best_reward": 1.0}
 
 
