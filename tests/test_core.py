@@ -6,6 +6,8 @@ direction and value here is computed independently of the code under test.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,16 +37,19 @@ def quadratic_q(particles, centres=CENTRES):
     return -jnp.sum((particles - centres[:, None, :]) ** 2, axis=-1)
 
 
-def quadratic_score(centres=CENTRES):
-    return lambda particles: -2.0 * (particles - centres[:, None, :])
+@partial(jax.jit, static_argnames=("kind", "num_steps"))
+def run(particles, param, num_steps, budgets=None, lr=0.05, alpha=0.1, kind="quadratic"):
+    """`transport` under a critic with a closed-form score: 'quadratic' (param = optima c_s, score -2 (a - c_s))
+    or 'linear' (param = weights w_s, score w_s). Jitted, so each shape and step count compiles once."""
+    if kind == "quadratic":
+        score_fn = lambda x: -2.0 * (x - param[:, None, :])  # noqa: E731
+    else:
+        score_fn = lambda x: jnp.broadcast_to(param[:, None, :], x.shape)  # noqa: E731
+    return transport(score_fn, particles, num_steps, optax.adam(lr), alpha, budgets)
 
 
 def start_particles(seed=0, batch=B, num=N, scale=0.15):
     return scale * jax.random.normal(jax.random.PRNGKey(seed), (batch, num, A))
-
-
-def run(score_fn, particles, num_steps, budgets=None, lr=0.05, alpha=0.1):
-    return transport(score_fn, particles, num_steps, optax.adam(lr), alpha, budgets)
 
 
 # ----------------------------------------------------------------------------- transport
@@ -52,7 +57,7 @@ def run(score_fn, particles, num_steps, budgets=None, lr=0.05, alpha=0.1):
 
 def test_transport_moves_particles_uphill_towards_the_optimum():
     x0 = start_particles()
-    x = run(quadratic_score(), x0, num_steps=20)
+    x = run(x0, CENTRES, num_steps=20)
     q0, q = quadratic_q(x0), quadratic_q(x)
     # Mean value rises for every state, and every state's particles end nearer its own optimum.
     assert np.all(np.asarray(q.mean(-1)) > np.asarray(q0.mean(-1)) + 0.1)
@@ -66,7 +71,7 @@ def test_transport_on_a_linear_critic_moves_along_the_gradient_sign():
     # so the mean displacement must follow sign(w_s) coordinate by coordinate.
     weights = jnp.array([[1.0, -2.0], [-0.5, 0.3], [3.0, 1.0]])
     x0 = start_particles(seed=1, scale=0.05)
-    x = run(lambda p: jnp.broadcast_to(weights[:, None, :], p.shape), x0, num_steps=3)
+    x = run(x0, weights, num_steps=3, kind="linear")
     mean_move = np.asarray((x - x0).mean(axis=1))
     np.testing.assert_array_equal(np.sign(mean_move), np.sign(np.asarray(weights)))
     assert np.all(np.abs(mean_move) > 0.02)
@@ -74,11 +79,11 @@ def test_transport_on_a_linear_critic_moves_along_the_gradient_sign():
 
 def test_zero_budget_returns_reference_samples_exactly():
     x0 = start_particles(seed=2)
-    out = run(quadratic_score(), x0, num_steps=0)
+    out = transport(lambda x: -2.0 * (x - CENTRES[:, None]), x0, 0, optax.adam(0.05), 0.1)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(x0))
     # Inside a call with num_steps > 0, states whose budget is 0 are untouched bit-for-bit.
     budgets = jnp.array([0, 4, 0])
-    out = np.asarray(run(quadratic_score(), x0, num_steps=4, budgets=budgets))
+    out = np.asarray(run(x0, CENTRES, num_steps=4, budgets=budgets))
     np.testing.assert_array_equal(out[0], np.asarray(x0)[0])
     np.testing.assert_array_equal(out[2], np.asarray(x0)[2])
     assert not np.allclose(out[1], np.asarray(x0)[1])
@@ -87,18 +92,18 @@ def test_zero_budget_returns_reference_samples_exactly():
 def test_per_state_budgets_equal_separate_runs():
     x0 = start_particles(seed=3)
     budgets = [0, 1, 3]
-    batched = np.asarray(run(quadratic_score(), x0, num_steps=3, budgets=jnp.array(budgets)))
+    batched = np.asarray(run(x0, CENTRES, num_steps=3, budgets=jnp.array(budgets)))
     for i, budget in enumerate(budgets):
-        alone = run(quadratic_score(CENTRES[i : i + 1]), x0[i : i + 1], num_steps=budget)
+        alone = run(x0[i : i + 1], CENTRES[i : i + 1], num_steps=budget)
         np.testing.assert_allclose(batched[i], np.asarray(alone)[0], rtol=1e-5, atol=1e-6)
     # A different budget really gives a different answer (the comparison above is not vacuous).
-    assert not np.allclose(batched[2], np.asarray(run(quadratic_score(CENTRES[2:3]), x0[2:3], num_steps=1))[0])
+    assert not np.allclose(batched[2], np.asarray(run(x0[2:3], CENTRES[2:3], num_steps=1))[0])
 
 
 def test_displacement_grows_with_budget():
     x0 = start_particles(seed=4)
     displacement = {
-        budget: float(jnp.linalg.norm(run(quadratic_score(), x0, num_steps=budget) - x0, axis=-1).mean())
+        budget: float(jnp.linalg.norm(run(x0, CENTRES, num_steps=budget) - x0, axis=-1).mean())
         for budget in (0, 1, 2, 4)
     }
     assert displacement[0] == 0.0
@@ -108,20 +113,24 @@ def test_displacement_grows_with_budget():
 def test_transport_clips_particles_to_the_action_box():
     x0 = jnp.clip(0.9 + 0.05 * jax.random.normal(jax.random.PRNGKey(5), (B, N, A)), -1.0, 1.0) * jnp.array([1.0, -1.0])
     outward = jnp.array([10.0, -10.0])  # pushes coordinate 0 up and coordinate 1 down, out of the box
-    x = np.asarray(run(lambda p: jnp.broadcast_to(outward, p.shape), x0, num_steps=20, lr=0.1))
+    x = np.asarray(run(x0, jnp.broadcast_to(outward, (B, A)), num_steps=20, lr=0.1, kind="linear"))
     assert np.all(x <= 1.0) and np.all(x >= -1.0)
     assert np.isclose(x[..., 0].max(), 1.0) and np.isclose(x[..., 1].min(), -1.0)
 
 
-def test_transport_is_jittable_with_traced_budgets():
+def test_full_budgets_equal_no_budgets():
     x0 = start_particles(seed=6)
-    fn = jax.jit(lambda x, b: run(quadratic_score(), x, 3, budgets=b))
-    out = np.asarray(fn(x0, jnp.array([0, 3, 1])))
-    np.testing.assert_array_equal(out[0], np.asarray(x0)[0])
-    np.testing.assert_allclose(out[1], np.asarray(run(quadratic_score(), x0, 3))[1], rtol=1e-5, atol=1e-6)
+    capped = run(x0, CENTRES, num_steps=3, budgets=jnp.full((B,), 3, dtype=jnp.int32))
+    np.testing.assert_allclose(np.asarray(capped), np.asarray(run(x0, CENTRES, num_steps=3)), rtol=1e-6, atol=1e-7)
+    # Budgets above num_steps are capped by num_steps.
+    over = run(x0, CENTRES, num_steps=3, budgets=jnp.array([5, 3, 100]))
+    np.testing.assert_allclose(np.asarray(over), np.asarray(capped), rtol=1e-6, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- kernel / SVGD
+
+
+svgd = jax.jit(svgd_direction)
 
 
 def reference_svgd(particles: np.ndarray, scores: np.ndarray, alpha: float) -> np.ndarray:
@@ -150,7 +159,7 @@ def test_svgd_direction_matches_loop_reference(num):
     particles = rng.uniform(-1, 1, size=(3, num, 3)).astype(np.float32)
     scores = rng.normal(size=(3, num, 3)).astype(np.float32)
     for alpha in (0.1, 1.0):
-        got = np.asarray(svgd_direction(jnp.asarray(particles), jnp.asarray(scores), alpha))
+        got = np.asarray(svgd(jnp.asarray(particles), jnp.asarray(scores), alpha))
         np.testing.assert_allclose(got, reference_svgd(particles, scores, alpha), rtol=1e-4, atol=1e-5)
 
 
@@ -165,7 +174,7 @@ def test_median_bandwidth_formula():
 def test_svgd_repulsion_pushes_close_particles_apart():
     particles = jnp.array([[[0.0, 0.0], [0.01, 0.0]]])
     scores = jnp.array([[[1.0, 1.0], [1.0, 1.0]]])
-    phi = np.asarray(svgd_direction(particles, scores, alpha=1e9))  # the score term is negligible
+    phi = np.asarray(svgd(particles, scores, 1e9))  # the score term is negligible
     assert phi[0, 0, 0] < 0 < phi[0, 1, 0]  # the left one goes left, the right one goes right
     np.testing.assert_allclose(phi[0, :, 1], 0.0, atol=1e-6)  # nothing along the orthogonal axis
     before = 0.01
@@ -239,7 +248,7 @@ def test_flow_matching_bc_fits_a_bimodal_distribution():
     data = {"observations": jnp.zeros((num, 1)), "actions": jnp.asarray(actions)}
 
     config = make_config("bc", "bandit", {"hidden_dims": (64, 64), "bc_flow_steps": 10})
-    agent = get_agent("bc").create(config, obs_dim=1, action_dim=2, seed=0)
+    agent = jax.jit(get_agent("bc").create, static_argnums=(0, 1, 2, 3))(config, 1, 2, 0)  # as the training loop does
     for chunk in range(3):
         agent, info = train_chunk(agent, data, jax.random.PRNGKey(chunk), 1000, config.batch_size)
     jax.block_until_ready(agent)

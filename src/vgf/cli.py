@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for people and scripts
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("agent", nargs="?", help="vgf or bc")
     tr.add_argument("--task", help="e.g. cube-single-play-singletask-task1, or bandit")
     tr.add_argument("--preset", default="cpu-small")
-    tr.add_argument("--steps", type=int, default=10_000)
+    tr.add_argument("--steps", type=int, help="updates in all (default 10000; with --resume: the run's own)")
     tr.add_argument("--eval-every", type=int, default=5_000)
     tr.add_argument("--log-every", type=int, default=500)
     tr.add_argument("--seed", type=int, default=0)
@@ -66,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-budgets", type=int_list, default=(0, 1, 2, 4))
     tr.add_argument("--eval-episodes", type=int, default=10)
     tr.add_argument("--eval-workers", type=int, default=0, help="subprocesses stepping evaluation envs")
-    tr.add_argument("--keep-checkpoints", type=int, default=3)
+    tr.add_argument("--keep-checkpoints", type=int, default=3, help="the newest K checkpoints are kept")
+    tr.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default: --eval-every)")
     tr.add_argument("--set", dest="overrides", type=override, action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. --set vgf_alpha=0.2")
-    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (so does an existing --run-dir)")
 
     ev = commands.add_parser("eval", help="evaluate a trained run at several transport budgets")
     ev.add_argument("run_dir")
@@ -106,7 +110,8 @@ def cmd_data(args) -> int:
     return 0
 
 
-def training_progress(total: int, start: int):
+def training_progress(run_dir: str, total: int):
+    """A progress bar, and the `on_start` and `progress` callbacks of `train` that drive it."""
     progress = Progress(
         TextColumn("[bold]training"),
         BarColumn(),
@@ -116,7 +121,12 @@ def training_progress(total: int, start: int):
         TimeRemainingColumn(),
         console=console,
     )
-    task = progress.add_task("train", total=total, completed=start, status="")
+    task = progress.add_task("train", total=total, status="")
+
+    def start(step: int) -> None:
+        if step:
+            progress.console.print(f"resuming {run_dir} from step {step}")
+        progress.update(task, completed=step)
 
     def update(step: int, _total: int, row: dict) -> None:
         status = f"{row['updates_per_s']:.1f} upd/s"
@@ -125,16 +135,16 @@ def training_progress(total: int, start: int):
             status += " | success " + " ".join(f"{b.split('_')[1]}:{v:.2f}" for b, v in evals.items())
         progress.update(task, completed=step, status=status)
 
-    return progress, update
+    return progress, start, update
 
 
 def cmd_train(args) -> int:
-    from vgf.training import TrainingInterrupted, TrainSettings, list_checkpoints, settings_from_run, train
+    from vgf.training import TrainSettings, settings_from_run, train
 
     if args.resume:
         settings, _, _ = settings_from_run(Path(args.resume))
-        if args.steps != 10_000:
-            settings = TrainSettings(**{**settings.__dict__, "steps": args.steps})
+        if args.steps is not None:
+            settings = dataclasses.replace(settings, steps=args.steps)
     else:
         if not args.agent or not args.task:
             raise ValueError("vgf train needs an AGENT and --task (or --resume RUN_DIR)")
@@ -144,7 +154,7 @@ def cmd_train(args) -> int:
             task=args.task,
             run_dir=run_dir,
             preset=args.preset,
-            steps=args.steps,
+            steps=10_000 if args.steps is None else args.steps,
             eval_every=args.eval_every,
             log_every=args.log_every,
             seed=args.seed,
@@ -153,18 +163,12 @@ def cmd_train(args) -> int:
             eval_episodes=args.eval_episodes,
             eval_workers=args.eval_workers,
             keep_checkpoints=args.keep_checkpoints,
+            checkpoint_every=args.checkpoint_every,
             overrides=dict(args.overrides),
         )
-    start = (list_checkpoints(Path(settings.run_dir) / "checkpoints") or [(0, None)])[-1][0]
-    if start:
-        console.print(f"resuming {settings.run_dir} from step {start}")
-    progress, update = training_progress(settings.steps, start)
-    try:
-        with progress:
-            final = train(settings, progress=update)
-    except TrainingInterrupted as interrupted:
-        err_console.print(str(interrupted))
-        return 130
+    progress, start, update = training_progress(settings.run_dir, settings.steps)
+    with progress:
+        final = train(settings, progress=update, on_start=start)
     console.print(budget_table_from_row(final, f"{settings.agent} on {settings.task} after {settings.steps} updates"))
     console.print(f"run directory: {settings.run_dir}")
     return 0
@@ -196,9 +200,9 @@ def cmd_eval(args) -> int:
     from vgf.training import evaluate_agent, load_run
     import functools
 
+    if min(args.vgf_steps) < 0 or args.episodes <= 0:
+        raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")
     settings, agent, step = load_run(Path(args.run_dir))
-    if min(args.vgf_steps) < 0:
-        raise ValueError(f"--vgf-steps must be non-negative, got {list(args.vgf_steps)}")
     budgets = args.vgf_steps if settings.agent != "bc" else (0,)
     began = time.perf_counter()
     with EnvPool(functools.partial(make_env, settings.task), workers=args.workers) as pool:
@@ -248,8 +252,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = show_warning  # one line each (e.g. a damaged checkpoint skipped on resume), no source lines
     handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
     from vgf.data import DatasetError
     from vgf.training import TrainingDiverged
@@ -257,8 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, DatasetError, TrainingDiverged) as error:
-        err_console.print(f"[bold red]error:[/bold red] {error}")
-        return 2 if not isinstance(error, TrainingDiverged) else 3
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
+        return 3 if isinstance(error, TrainingDiverged) else 2
+    except KeyboardInterrupt as interrupted:  # a TrainingInterrupted says where the checkpoint is and how to resume
+        err_console.print(str(interrupted) or "interrupted", markup=False, highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training loops, checkpoints and metric logging."""
 
-from vgf.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from vgf.training.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from vgf.training.logger import MetricsLogger
 from vgf.training.offline import (
     TrainingDiverged,
@@ -22,6 +22,7 @@ __all__ = [
     "evaluate_agent",
     "list_checkpoints",
     "load_checkpoint",
+    "load_latest_checkpoint",
     "load_run",
     "make_policy",
     "save_checkpoint",

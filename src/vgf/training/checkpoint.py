@@ -1,9 +1,13 @@
-"""Atomic checkpoints of agent pytrees (Flax msgpack): write to a temporary name, fsync, rename."""
+"""Atomic checkpoints of agent pytrees (Flax msgpack): write to a temporary name, fsync, rename.
+
+A write killed half-way leaves only a hidden `.*.tmp` file, which no listing ever picks.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,13 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete the temporary files that writes killed half-way left in `directory`."""
+    if Path(directory).is_dir():
+        for leftover in Path(directory).glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -56,3 +67,20 @@ def load_checkpoint(path: Path, template: Any) -> Any:
         return serialization.from_bytes(template, payload)
     except Exception as error:  # msgpack and structure errors carry no file name
         raise ValueError(f"checkpoint {path} cannot be restored: {error}") from error
+
+
+def load_latest_checkpoint(directory: Path, template: Any) -> tuple[int, Any, Path]:
+    """(step, state, path) of the newest checkpoint in `directory` that can be restored.
+
+    One that cannot (damaged outside vgf) is renamed to `*.corrupt`, with a warning, and the one before it is tried.
+    """
+    checkpoints = list_checkpoints(directory)
+    for step, path in reversed(checkpoints):
+        try:
+            return step, load_checkpoint(path, template), path
+        except ValueError as error:
+            path.rename(path.with_name(path.name + ".corrupt"))
+            warnings.warn(f"{error}; renamed it to {path.name}.corrupt, falling back to the one before", stacklevel=2)
+    if checkpoints:
+        raise ValueError(f"none of the checkpoints in {directory} can be restored")
+    raise FileNotFoundError(f"no checkpoint in {directory}")

@@ -20,9 +20,15 @@ import numpy as np
 import vgf
 from vgf.agents import config_from_dict, get_agent, make_config
 from vgf.data import Dataset, load_task_dataset
-from vgf.envs import make_env, task_spec
+from vgf.envs import TaskSpec, make_env, task_spec
 from vgf.evaluation import EnvPool, evaluate
-from vgf.training.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
+from vgf.training.checkpoint import (
+    atomic_write_text,
+    list_checkpoints,
+    load_latest_checkpoint,
+    remove_temporaries,
+    save_checkpoint,
+)
 from vgf.training.logger import MetricsLogger
 
 
@@ -53,6 +59,7 @@ class TrainSettings:
     eval_episodes: int = 10
     eval_workers: int = 0
     keep_checkpoints: int = 3
+    checkpoint_every: int | None = None  # None: at every evaluation
     overrides: dict = dataclasses.field(default_factory=dict)
 
     def validate(self) -> "TrainSettings":
@@ -67,11 +74,27 @@ class TrainSettings:
             problems.append(f"eval_episodes must be > 0, got {self.eval_episodes}")
         if not self.eval_budgets or min(self.eval_budgets) < 0 or len(set(self.eval_budgets)) != len(self.eval_budgets):
             problems.append(f"eval_budgets must be distinct non-negative integers, got {list(self.eval_budgets)}")
+        if self.eval_workers < 0:
+            problems.append(f"eval_workers must be >= 0, got {self.eval_workers}")
         if self.keep_checkpoints < 1:
             problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
+            problems.append(f"checkpoint_every must be > 0, got {self.checkpoint_every}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or self.eval_every
+
+    def next_boundary(self, step: int) -> int:
+        """The end of the chunk that starts at `step`: the next log, evaluation or checkpoint step, or the last step.
+
+        A pure function of the step, so a resumed run cuts its updates into the same chunks as an uninterrupted one.
+        """
+        intervals = (self.log_every, self.eval_every, self.checkpoint_interval)
+        return min(self.steps, *((step // interval + 1) * interval for interval in intervals))
 
 
 @functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"))
@@ -143,17 +166,19 @@ def git_revision() -> str:
         return "unknown"
 
 
-def check_dataset_matches(dataset: Dataset, task: str) -> None:
-    spec = task_spec(task)
+def check_dataset_matches(dataset: Dataset, spec: TaskSpec) -> None:
     if (dataset.obs_dim, dataset.action_dim) != (spec.obs_dim, spec.action_dim):
         raise ValueError(
             f"dataset {dataset.source} has observation dim {dataset.obs_dim} and action dim {dataset.action_dim}, "
-            f"but task {task!r} expects observation dim {spec.obs_dim} and action dim {spec.action_dim}"
+            f"but task {spec.task!r} expects observation dim {spec.obs_dim} and action dim {spec.action_dim}"
         )
 
 
 def new_agent(settings: TrainSettings, config, obs_dim: int, action_dim: int):
-    return get_agent(settings.agent).create(config, obs_dim, action_dim, settings.seed)
+    """The agent at step 0. Initialised in one compiled call: the same values as eager `create`, in a fraction of the
+    start-up time (eager initialisation compiles every small op of it on its own)."""
+    create = jax.jit(get_agent(settings.agent).create, static_argnums=(0, 1, 2, 3))
+    return create(config, obs_dim, action_dim, settings.seed)
 
 
 def write_run_info(run_dir: Path, settings: TrainSettings, config, dataset: Dataset) -> None:
@@ -178,6 +203,7 @@ def settings_from_run(run_dir: Path) -> tuple[TrainSettings, Any, dict]:
     info = json.loads(path.read_text())
     values = dict(info["settings"])
     values["eval_budgets"] = tuple(values["eval_budgets"])
+    values["run_dir"] = str(run_dir)  # where the run is now, which need not be where it was started
     settings = TrainSettings(**values)
     return settings, config_from_dict(settings.agent, info["agent_config"]), info
 
@@ -185,73 +211,91 @@ def settings_from_run(run_dir: Path) -> tuple[TrainSettings, Any, dict]:
 def load_run(run_dir: Path):
     """(settings, agent at its latest checkpoint, step) for an existing run directory."""
     settings, config, info = settings_from_run(run_dir)
-    checkpoints = list_checkpoints(Path(run_dir) / "checkpoints")
-    if not checkpoints:
-        raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
-    step, path = checkpoints[-1]
     template = new_agent(settings, config, info["obs_dim"], info["action_dim"])
-    return settings, load_checkpoint(path, template), step
+    step, agent, _ = load_latest_checkpoint(Path(run_dir) / "checkpoints", template)
+    return settings, agent, step
 
 
-def all_finite(tree) -> bool:
-    return bool(all(jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)))
+def check_resumable(run_dir: Path, settings: TrainSettings, config, newest_step: int) -> None:
+    """Refuse to resume a run directory that holds another run (agent, task, seed or agent config) or is past `steps`."""
+    previous, previous_config, _ = settings_from_run(run_dir)
+    ours = (settings.agent, settings.task, settings.seed, config)
+    if (previous.agent, previous.task, previous.seed, previous_config) != ours:
+        raise ValueError(
+            f"{run_dir} holds a different run ({previous.agent} on {previous.task}, seed {previous.seed}, "
+            f"preset {previous.preset}, overrides {previous.overrides}); choose another --run-dir or resume it with --resume"
+        )
+    if newest_step > settings.steps:
+        raise ValueError(f"{run_dir} is at step {newest_step}, past the requested {settings.steps} steps")
 
 
-def check_finite(info: dict[str, float], agent, step: int, boundary: int, checkpoint_dir: Path) -> None:
-    bad = [name for name, value in info.items() if not math.isfinite(value)]
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    floats = [leaf for leaf in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in floats]))
+
+
+def check_finite(info: dict[str, float], agent, step: int, boundary: int, kept: tuple[int, Path]) -> None:
+    bad = [f"{name}={value}" for name, value in info.items() if not math.isfinite(value)]
     if bad or not all_finite(agent):
-        step_kept, path = list_checkpoints(checkpoint_dir)[-1]
-        what = f"loss {', '.join(bad)}" if bad else "a parameter"
+        what = f"non-finite loss ({', '.join(bad)})" if bad else "a non-finite parameter"
         raise TrainingDiverged(
-            f"{what} became non-finite between steps {step} and {boundary}; "
-            f"stopped with the last good checkpoint kept: {path} (step {step_kept})"
+            f"training diverged at step {boundary}: {what} in updates {step + 1}-{boundary}; "
+            f"stopped, keeping the last good checkpoint (step {kept[0]}): {kept[1]}"
         )
 
 
-def train(settings: TrainSettings, progress: Callable[[int, int, dict], None] | None = None, dataset: Dataset | None = None) -> dict:
+def train(
+    settings: TrainSettings,
+    progress: Callable[[int, int, dict], None] | None = None,
+    dataset: Dataset | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict:
     """Train (or resume) the run in `settings.run_dir`; returns the final evaluation row.
 
-    An existing run directory with checkpoints is resumed from its newest one; the metric rows after that
-    step are dropped and written again, so an interrupted and resumed run logs the same rows.
+    Every setting, the agent config and the task name are checked before any data is loaded. An existing run
+    directory with checkpoints is resumed from its newest readable one; the metric rows after that step are dropped
+    and written again, so a run killed at any point and resumed logs the same rows and ends with the same parameters.
+    Each row is written before the checkpoint of its step, so every checkpoint has all the rows up to it.
+    `on_start(step)` is called with the step training starts from, `progress(step, steps, row)` after each row.
     """
     settings.validate()
     config = make_config(settings.agent, settings.preset, settings.overrides)
+    spec = task_spec(settings.task)
     run_dir = Path(settings.run_dir)
     checkpoint_dir = run_dir / "checkpoints"
+    checkpoints = list_checkpoints(checkpoint_dir)
+    if checkpoints:
+        check_resumable(run_dir, settings, config, checkpoints[-1][0])
     dataset = dataset if dataset is not None else load_task_dataset(settings.task, settings.data_dir)
-    check_dataset_matches(dataset, settings.task)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_dataset_matches(dataset, spec)
 
     agent = new_agent(settings, config, dataset.obs_dim, dataset.action_dim)
-    start = 0
-    existing = list_checkpoints(checkpoint_dir)
-    if existing:
-        previous, _, _ = settings_from_run(run_dir)
-        if (previous.agent, previous.task, previous.seed, previous.preset) != (settings.agent, settings.task, settings.seed, settings.preset):
-            raise ValueError(f"{run_dir} holds a different run ({previous.agent} on {previous.task}, seed {previous.seed}, preset {previous.preset}); choose another --run-dir")
-        start, path = existing[-1]
-        agent = load_checkpoint(path, agent)
-    else:
-        save_checkpoint(checkpoint_dir, 0, agent, settings.keep_checkpoints)
-    write_run_info(run_dir, settings, config, dataset)
+    remove_temporaries(run_dir)
+    remove_temporaries(checkpoint_dir)
+    if checkpoints:
+        start, agent, path = load_latest_checkpoint(checkpoint_dir, agent)
+    write_run_info(run_dir, settings, config, dataset)  # before the first checkpoint: a run with one has its config
+    if not checkpoints:
+        start, path = 0, save_checkpoint(checkpoint_dir, 0, agent, settings.keep_checkpoints)
     logger = MetricsLogger(run_dir)
     logger.truncate_after(start)
+    if on_start is not None:
+        on_start(start)
 
     data = {name: jnp.asarray(array) for name, array in dataset.arrays().items()}
-    spec = task_spec(settings.task)
     budgets = settings.eval_budgets if settings.agent != "bc" else (0,)
     last_eval: dict[str, float] = {}
-    step = start
+    step, kept = start, (start, path)
     logged = (step, agent)  # the newest state whose metric row is written: what an interrupt saves
     pool = EnvPool(functools.partial(make_env, spec.task), workers=settings.eval_workers)
     try:
         while step < settings.steps:
-            boundary = min(settings.steps, (step // settings.log_every + 1) * settings.log_every)
-            boundary = min(boundary, (step // settings.eval_every + 1) * settings.eval_every)
+            boundary = settings.next_boundary(step)
             began = time.perf_counter()
             candidate, info = train_chunk(agent, data, chunk_key(settings.seed, step), boundary - step, config.batch_size)
             info = {name: float(value) for name, value in info.items()}
-            check_finite(info, candidate, step, boundary, checkpoint_dir)
+            check_finite(info, candidate, step, boundary, kept)
             agent, elapsed = candidate, time.perf_counter() - began
             row: dict[str, Any] = {"step": boundary, "updates_per_s": (boundary - step) / elapsed}
             row.update({f"train/{name}": value for name, value in info.items()})
@@ -260,9 +304,10 @@ def train(settings: TrainSettings, progress: Callable[[int, int, dict], None] | 
                 results = evaluate_agent(agent, settings.task, budgets, settings.eval_episodes, settings.seed, pool)
                 last_eval = eval_row(results)
                 row.update(last_eval)
-                save_checkpoint(checkpoint_dir, step, agent, settings.keep_checkpoints)
             logger.log(row)
             logged = (step, agent)
+            if step % settings.checkpoint_interval == 0 or step == settings.steps:
+                kept = (step, save_checkpoint(checkpoint_dir, step, agent, settings.keep_checkpoints))
             if progress is not None:
                 progress(step, settings.steps, row)
     except KeyboardInterrupt:

@@ -1,0 +1,182 @@
+"""Tests for the offline training loop `vgf.training`: run directories, resume, divergence, validation.
+
+All data is generated here (tiny OGBench play data, the bandit): nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from vgf.data import Dataset, generate_ogbench_dataset, make_bandit_dataset
+from vgf.training import TrainingDiverged, TrainSettings, list_checkpoints, load_checkpoint, load_run, train
+
+OGBENCH_TASK = "cube-single-play-singletask-task1"
+TINY = {"hidden_dims": (32, 32), "batch_size": 32, "num_particles": 4}
+# Bandit runs take well under a second once compiled. The 'bandit' preset, chunks of 10 updates and evaluation
+# batches of 2 x 100 rows match the known-answer test in test_agents.py, so a full pytest run compiles them once.
+BANDIT = dict(task="bandit", preset="bandit", eval_every=20, log_every=10, eval_episodes=100, eval_budgets=(0, 8))
+
+
+@pytest.fixture(scope="module")
+def ogbench_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ogbench")
+    generate_ogbench_dataset("cube-single-play", out, episodes=2, max_episode_steps=60, progress=False)
+    return out
+
+
+def read_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny_ogbench_run(ogbench_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    settings = TrainSettings(
+        agent="vgf",
+        task=OGBENCH_TASK,
+        run_dir=str(run_dir),
+        data_dir=str(ogbench_dir),
+        preset="cpu-small",
+        steps=40,
+        eval_every=20,
+        log_every=10,
+        eval_episodes=2,
+        eval_budgets=(0, 2),
+        overrides=TINY,
+    )
+    seen = []
+    final = train(settings, progress=lambda step, total, row: seen.append((step, total)))
+    assert seen == [(10, 40), (20, 40), (30, 40), (40, 40)]
+    for budget in (0, 2):
+        for name in ("success", "return", "length"):
+            assert math.isfinite(final[f"eval/budget_{budget}/{name}"])
+        assert 0.0 <= final[f"eval/budget_{budget}/success"] <= 1.0
+    assert final["eval/budget_0/length"] == 200  # the OGBench episode length: episodes ran to the time limit
+
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["git_revision"] and isinstance(info["git_revision"], str)
+    assert info["settings"]["seed"] == 0 and info["settings"]["task"] == OGBENCH_TASK
+    assert info["agent_config"]["hidden_dims"] == [32, 32] and info["agent_config"]["num_particles"] == 4
+    assert (info["obs_dim"], info["action_dim"]) == (28, 5)
+
+    rows = read_rows(run_dir)
+    assert [row["step"] for row in rows] == [10, 20, 30, 40]
+    for row in rows:
+        assert math.isfinite(row["train/critic_loss"]) and math.isfinite(row["train/bc_flow_loss"])
+    eval_rows = [row for row in rows if "eval/budget_0/success" in row]
+    assert [row["step"] for row in eval_rows] == [20, 40]
+    assert all("eval/budget_2/success" in row for row in eval_rows)
+    csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rows) and "eval/budget_0/success" in csv_lines[0].split(",")
+
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    assert checkpoints and checkpoints[-1][0] == 40
+    plot = run_dir / "plots" / "learning_curve.png"
+    assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    loaded_settings, agent, step = load_run(run_dir)
+    assert step == 40 and loaded_settings == dataclasses.replace(settings, overrides=loaded_settings.overrides)
+    assert agent.config.hidden_dims == (32, 32) and agent.action_dim == 5
+    assert int(agent.critic.step) == int(agent.flow.step) == 40  # the restored state is the trained one
+    assert all(np.all(np.isfinite(leaf)) for leaf in leaves(agent.critic.params))
+    initial = load_checkpoint(checkpoints[0][1], agent)  # the step-0 checkpoint, for contrast
+    assert checkpoints[0][0] == 0 and int(initial.critic.step) == 0
+    assert not np.array_equal(leaves(initial.critic.params)[0], leaves(agent.critic.params)[0])
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    dataset = make_bandit_dataset()
+    whole = TrainSettings(agent="vgf", run_dir=str(tmp_path / "whole"), steps=40, **BANDIT)
+    train(whole, dataset=dataset)
+    split = dataclasses.replace(whole, run_dir=str(tmp_path / "split"), steps=20)
+    train(split, dataset=dataset)
+    assert list_checkpoints(tmp_path / "split" / "checkpoints")[-1][0] == 20
+    train(dataclasses.replace(split, steps=40), dataset=dataset)
+
+    _, agent_whole, step_whole = load_run(tmp_path / "whole")
+    _, agent_split, step_split = load_run(tmp_path / "split")
+    assert step_whole == step_split == 40
+    whole_leaves, split_leaves = leaves(agent_whole), leaves(agent_split)
+    assert len(whole_leaves) == len(split_leaves)
+    for a, b in zip(whole_leaves, split_leaves):
+        np.testing.assert_array_equal(a, b)
+
+    rows_whole, rows_split = read_rows(tmp_path / "whole"), read_rows(tmp_path / "split")
+    assert [r["step"] for r in rows_whole] == [r["step"] for r in rows_split] == [10, 20, 30, 40]
+    for a, b in zip(rows_whole, rows_split):
+        train_a = {k: v for k, v in a.items() if k.startswith(("train/", "eval/"))}
+        train_b = {k: v for k, v in b.items() if k.startswith(("train/", "eval/"))}
+        assert any(k.startswith("train/") for k in train_a)
+        assert train_a == train_b, (a["step"], train_a, train_b)
+
+
+def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path):
+    dataset = make_bandit_dataset()
+    settings = TrainSettings(agent="vgf", run_dir=str(tmp_path / "run"), steps=20, **BANDIT)
+    train(settings, dataset=dataset)
+    # Resume the same run on rewards near the float32 limit: the squared TD error overflows in the next chunk.
+    # (Same config and shapes as the run above, so nothing is recompiled.)
+    arrays = dataset.arrays()
+    arrays["rewards"] = np.full_like(arrays["rewards"], 3e38)
+    exploding = Dataset.from_arrays(arrays, source="exploding rewards")
+    with pytest.raises(TrainingDiverged) as caught:
+        train(dataclasses.replace(settings, steps=40), dataset=exploding)
+    message = str(caught.value)
+    assert "critic_loss" in message, message  # names the loss
+    assert "30" in message, message  # the step of the chunk (updates 21-30) where it happened
+    assert "step_000000020" in message, message  # and the checkpoint that was kept
+
+    assert list_checkpoints(tmp_path / "run" / "checkpoints")[-1][0] == 20
+    assert [row["step"] for row in read_rows(tmp_path / "run")] == [10, 20]
+    _, agent, step = load_run(tmp_path / "run")
+    assert step == 20
+    assert all(np.all(np.isfinite(leaf)) for leaf in leaves(agent) if np.issubdtype(leaf.dtype, np.floating))
+    # The kept checkpoint resumes on good data.
+    train(dataclasses.replace(settings, steps=30), dataset=dataset)
+    assert list_checkpoints(tmp_path / "run" / "checkpoints")[-1][0] == 30
+
+
+def test_dataset_task_mismatch_is_refused_with_both_shapes(tmp_path):
+    run_dir = tmp_path / "run"
+    settings = TrainSettings(agent="vgf", task=OGBENCH_TASK, run_dir=str(run_dir), steps=10, overrides=TINY)
+    with pytest.raises(ValueError, match=r"observation dim 1 and action dim 2.*observation dim 28 and action dim 5"):
+        train(settings, dataset=make_bandit_dataset(num_transitions=100))
+    assert not run_dir.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"steps": -1}, "steps must be >= 0"),
+        ({"eval_budgets": ()}, "eval_budgets"),
+        ({"eval_budgets": (0, -1)}, "eval_budgets"),
+        ({"eval_budgets": (1, 1)}, "eval_budgets"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"log_every": -5}, "log_every"),
+        ({"eval_episodes": 0}, "eval_episodes"),
+        ({"keep_checkpoints": 0}, "keep_checkpoints"),
+    ],
+)
+def test_train_settings_validation(tmp_path, changes, words):
+    run_dir = tmp_path / "run"
+    settings = TrainSettings(agent="vgf", task="bandit", run_dir=str(run_dir), preset="bandit", **changes)
+    with pytest.raises(ValueError, match=words):
+        settings.validate()
+    with pytest.raises(ValueError, match=words):
+        train(settings)
+    assert not run_dir.exists()
+
+
+def test_valid_settings_pass_validation():
+    settings = TrainSettings(agent="vgf", task="bandit", run_dir="unused", steps=0, eval_budgets=(0,))
+    assert settings.validate() is settings
