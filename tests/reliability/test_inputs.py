@@ -48,6 +48,7 @@ BAD_NUMBERS = [
     (["--set", "num_particles=0"], "invalid VGF config: num_particles=0"),
     (["--set", "batch_size=-8"], "invalid VGF config: batch_size=-8"),
     (["--set", "discount=1.5"], "invalid VGF config: discount=1.5"),
+    (["--set", "learning_rate=-1"], "invalid VGF config: learning_rate=-1"),
     (["--steps", "-1", "--eval-episodes", "0"], "steps must be >= 0, got -1; eval_episodes must be > 0, got 0"),
 ]
 

@@ -26,7 +26,11 @@ class BCConfig:
     def validate(self) -> "BCConfig":
         bad = [
             f"{name}={getattr(self, name)!r}"
-            for name, ok in {"batch_size": self.batch_size > 0, "bc_flow_steps": self.bc_flow_steps > 0}.items()
+            for name, ok in {
+                "batch_size": self.batch_size > 0,
+                "learning_rate": self.learning_rate > 0,
+                "bc_flow_steps": self.bc_flow_steps > 0,
+            }.items()
             if not ok
         ]
         if bad:

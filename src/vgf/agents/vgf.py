@@ -59,6 +59,7 @@ class VGFConfig:
     def validate(self) -> "VGFConfig":
         checks = {
             "batch_size": self.batch_size > 0,
+            "learning_rate": self.learning_rate > 0,
             "num_particles": self.num_particles > 0,
             "bc_flow_steps": self.bc_flow_steps > 0,
             "train_vgf_steps": self.train_vgf_steps >= 0,
