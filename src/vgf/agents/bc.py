@@ -8,8 +8,9 @@ from functools import partial
 import flax
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
+
+from vgf.agents.train_state import adam_train_state
 
 from vgf.core import FlowVelocity, flow_matching_loss, sample_flow
 
@@ -74,5 +75,5 @@ def create(config: BCConfig, obs_dim: int, action_dim: int, seed: int = 0) -> BC
     rng, key = jax.random.split(jax.random.PRNGKey(seed))
     net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, jnp.bfloat16 if config.bf16 else None)
     params = net.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)), jnp.zeros((1, 1)))
-    flow = TrainState.create(apply_fn=net.apply, params=params, tx=optax.adam(config.learning_rate))
+    flow = adam_train_state(net.apply, params, config.learning_rate)
     return BCAgent(rng=rng, flow=flow, config=config, action_dim=action_dim)

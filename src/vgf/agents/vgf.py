@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+from vgf.agents.train_state import adam_train_state
+
 from vgf.core import (
     CriticEnsemble,
     FlowVelocity,
@@ -213,8 +215,8 @@ def create(config: VGFConfig, obs_dim: int, action_dim: int, seed: int = 0) -> V
     flow_net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, dtype)
     critic_params = critic_net.init(critic_key, obs, act)
     flow_params = flow_net.init(flow_key, obs, act, jnp.zeros((1, 1)))
-    critic = TrainState.create(apply_fn=critic_net.apply, params=critic_params, tx=optax.adam(config.learning_rate))
-    flow = TrainState.create(apply_fn=flow_net.apply, params=flow_params, tx=optax.adam(config.learning_rate))
+    critic = adam_train_state(critic_net.apply, critic_params, config.learning_rate)
+    flow = adam_train_state(flow_net.apply, flow_params, config.learning_rate)
     return VGFAgent(
         rng=rng,
         critic=critic,

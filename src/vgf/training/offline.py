@@ -101,7 +101,7 @@ class TrainSettings:
 def train_chunk(agent, data: dict[str, jax.Array], key, num_updates: int, batch_size: int):
     """`num_updates` updates in one compiled call; batches are drawn on the device inside the scan.
 
-    Returns the new agent and each metric averaged over the chunk (plus its last value under 'last/...').
+    Returns the new agent and each metric averaged over the chunk.
     """
     size = data["observations"].shape[0]
 
