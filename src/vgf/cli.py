@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import dataclasses
 import json
 import sys
@@ -195,10 +196,9 @@ def budget_table(results: dict, title: str) -> Table:
 
 
 def cmd_eval(args) -> int:
-    from vgf.evaluation import EnvPool, plot_budget_curve
     from vgf.envs import make_env
+    from vgf.evaluation import EnvPool, plot_budget_curve
     from vgf.training import evaluate_agent, load_run
-    import functools
 
     if min(args.vgf_steps) < 0 or args.episodes <= 0:
         raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")

@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgf.data import generate_ogbench_dataset, make_bandit_dataset, ogbench_dataset_path
-from vgf.envs import bandit
-from vgf.envs import make_env
+from vgf.envs import bandit, make_env
 from vgf.evaluation import evaluate
 from vgf.training import TrainSettings, load_run, make_policy, train
 
