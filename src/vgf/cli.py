@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import functools
 import dataclasses
+import functools
 import json
 import sys
 import time
