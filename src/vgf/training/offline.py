@@ -25,6 +25,7 @@ from vgf.evaluation import EnvPool, evaluate
 from vgf.training.checkpoint import (
     atomic_write_text,
     list_checkpoints,
+    load_checkpoint,
     load_latest_checkpoint,
     remove_temporaries,
     save_checkpoint,
@@ -37,11 +38,13 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: a checkpoint of the last logged step was written."""
+    """Ctrl-C during training: a checkpoint of the last logged step was written in every run directory."""
 
-    def __init__(self, run_dir: Path, step: int):
-        super().__init__(f"interrupted; checkpoint saved at step {step}. Resume with: vgf train --resume {run_dir}")
-        self.run_dir, self.step = run_dir, step
+    def __init__(self, run_dirs: list[Path], step: int):
+        resume = " and ".join(f"vgf train --resume {run_dir}" for run_dir in run_dirs)
+        again = "" if len(run_dirs) == 1 else " (or run the same --seeds command again)"
+        super().__init__(f"interrupted; checkpoint saved at step {step}. Resume with: {resume}{again}")
+        self.run_dirs, self.step = run_dirs, step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +116,13 @@ def train_chunk(agent, data: dict[str, jax.Array], key, num_updates: int, batch_
     return agent, jax.tree_util.tree_map(jnp.mean, infos)
 
 
+@functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"))
+def train_chunk_seeds(agents, data: dict[str, jax.Array], keys, num_updates: int, batch_size: int):
+    """`train_chunk` for agents stacked on a leading seed axis, one sampling key each, in one compiled call."""
+    chunk = functools.partial(train_chunk.__wrapped__, num_updates=num_updates, batch_size=batch_size)
+    return jax.vmap(chunk, in_axes=(0, None, 0))(agents, data, keys)
+
+
 def chunk_key(seed: int, step: int) -> jax.Array:
     """The sampling key for the chunk that starts at `step`: a pure function of (seed, step), so resumes are exact."""
     return jax.random.fold_in(jax.random.PRNGKey(seed + 1_000_003), step)
@@ -174,11 +184,28 @@ def check_dataset_matches(dataset: Dataset, spec: TaskSpec) -> None:
         )
 
 
+def new_agents(settings: TrainSettings, config, obs_dim: int, action_dim: int, seeds: tuple[int, ...]):
+    """The agents of `seeds` at step 0, stacked on a leading seed axis, initialised in one compiled call.
+
+    One compiled `create` is faster to start than eager initialisation (which compiles every small op on its own), and
+    the seed is traced, not static, so every seed shares that compilation; the values are those of eager `create`.
+    """
+    create = get_agent(settings.agent).create
+    create_all = jax.jit(jax.vmap(create, in_axes=(None, None, None, 0)), static_argnums=(0, 1, 2))
+    return create_all(config, obs_dim, action_dim, jnp.asarray(seeds, dtype=jnp.int32))
+
+
 def new_agent(settings: TrainSettings, config, obs_dim: int, action_dim: int):
-    """The agent at step 0. Initialised in one compiled call: the same values as eager `create`, in a fraction of the
-    start-up time (eager initialisation compiles every small op of it on its own)."""
-    create = jax.jit(get_agent(settings.agent).create, static_argnums=(0, 1, 2, 3))
-    return create(config, obs_dim, action_dim, settings.seed)
+    """The agent of `settings.seed` at step 0."""
+    return seed_slice(new_agents(settings, config, obs_dim, action_dim, (settings.seed,)), 0)
+
+
+def seed_slice(agents, index: int):
+    return jax.tree_util.tree_map(lambda x: x[index], agents)
+
+
+def stack_seeds(agents: list):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
 
 
 def write_run_info(run_dir: Path, settings: TrainSettings, config, dataset: Dataset) -> None:
@@ -245,80 +272,213 @@ def check_finite(info: dict[str, float], agent, step: int, boundary: int, kept: 
         )
 
 
+@dataclasses.dataclass
+class SeedRun:
+    """One seed of a training call: its settings, run directory, metric log and newest checkpoint."""
+
+    settings: TrainSettings
+    logger: MetricsLogger | None = None
+    kept: tuple[int, Path] | None = None
+    last_eval: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.settings.run_dir)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def check_seed_group(group: list[TrainSettings]) -> None:
+    """Seeds trained together must differ only in their seed and run directory."""
+    seeds = [settings.seed for settings in group]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds trained together must be distinct, got {seeds}")
+    run_dirs = [str(Path(settings.run_dir).resolve()) for settings in group]
+    if len(set(run_dirs)) != len(run_dirs):
+        raise ValueError(f"each seed needs its own run directory, got {[settings.run_dir for settings in group]}")
+    first = group[0]
+    for settings in group[1:]:
+        if dataclasses.replace(settings, seed=first.seed, run_dir=first.run_dir) != first:
+            raise ValueError(
+                f"seeds trained together must share every setting but seed and run directory: seed {settings.seed} "
+                f"differs from seed {first.seed}"
+            )
+
+
+def restore_seeds(runs: list[SeedRun], agents) -> tuple[int, Any, list[Path | None]]:
+    """The step to resume every seed from, the stacked agents at that step, and each seed's checkpoint path.
+
+    Seeds save their checkpoints one after the other, so a run killed in between leaves some seeds one checkpoint
+    ahead: all resume from the newest step every seed has a readable checkpoint of (the newer ones are redone).
+    """
+    template = seed_slice(agents, 0)
+    latest = []
+    for run in runs:
+        if list_checkpoints(run.checkpoint_dir):
+            latest.append(load_latest_checkpoint(run.checkpoint_dir, template))
+        else:
+            latest.append((0, None, None))
+    start = min(step for step, _, _ in latest)
+    restored, paths = [], []
+    for index, (run, (step, agent, path)) in enumerate(zip(runs, latest)):
+        if step != start or agent is None:
+            older = dict(list_checkpoints(run.checkpoint_dir))
+            if start == 0 and not older:
+                agent, path = seed_slice(agents, index), None
+            elif start not in older:
+                raise ValueError(
+                    f"seeds trained together must resume from one step: {run.run_dir} is at step {step} but another "
+                    f"seed is at step {start}, and {run.run_dir} keeps no checkpoint of step {start}; resume the seeds "
+                    f"one at a time (vgf train --resume RUN_DIR) or give this run new run directories"
+                )
+            else:
+                agent, path = load_checkpoint(older[start], template), older[start]
+        restored.append(agent)
+        paths.append(path)
+    return start, stack_seeds(restored), paths
+
+
 def train(
     settings: TrainSettings,
     progress: Callable[[int, int, dict], None] | None = None,
     dataset: Dataset | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> dict:
-    """Train (or resume) the run in `settings.run_dir`; returns the final evaluation row.
+    """Train (or resume) the run in `settings.run_dir`; returns the final evaluation row (see `train_seeds`)."""
+    return train_seeds([settings], progress, dataset, on_start)[0]
 
-    Every setting, the agent config and the task name are checked before any data is loaded. An existing run
-    directory with checkpoints is resumed from its newest readable one; the metric rows after that step are dropped
-    and written again, so a run killed at any point and resumed logs the same rows and ends with the same parameters.
-    Each row is written before the checkpoint of its step, so every checkpoint has all the rows up to it.
-    `on_start(step)` is called with the step training starts from, `progress(step, steps, row)` after each row.
+
+def train_seeds(
+    group: list[TrainSettings],
+    progress: Callable[[int, int, dict], None] | None = None,
+    dataset: Dataset | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Train (or resume) several seeds of one run in one process, `vmap`-ed over the stacked agent states.
+
+    Each seed keeps its own run directory, checkpoints, metrics and evaluation, with exactly the batches and keys of
+    training it alone, so its results match a single-seed run to floating-point tolerance. Returns each seed's final
+    evaluation row, in the order of `group`.
+
+    Every setting, the agent config and the task name are checked before any data is loaded. A run directory with
+    checkpoints is resumed from its newest readable one; the metric rows after that step are dropped and written
+    again, so a run killed at any point and resumed logs the same rows and ends with the same parameters. Each row is
+    written before the checkpoint of its step, so every checkpoint has all the rows up to it. A seed whose loss or
+    parameters become non-finite stops (its last good checkpoint kept) while the others go on; `TrainingDiverged` is
+    raised at the end. `on_start(step)` is called with the step training starts from, `progress(step, steps, row)`
+    after each logging step with the row averaged over seeds.
     """
-    settings.validate()
+    if not group:
+        raise ValueError("train_seeds needs at least one TrainSettings")
+    for settings in group:
+        settings.validate()
+    check_seed_group(group)
+    settings = group[0]
     config = make_config(settings.agent, settings.preset, settings.overrides)
     spec = task_spec(settings.task)
-    run_dir = Path(settings.run_dir)
-    checkpoint_dir = run_dir / "checkpoints"
-    checkpoints = list_checkpoints(checkpoint_dir)
-    if checkpoints:
-        check_resumable(run_dir, settings, config, checkpoints[-1][0])
+    runs = [SeedRun(member) for member in group]
+    resuming = False
+    for run in runs:
+        checkpoints = list_checkpoints(run.checkpoint_dir)
+        if checkpoints:
+            check_resumable(run.run_dir, run.settings, config, checkpoints[-1][0])
+            resuming = True
     dataset = dataset if dataset is not None else load_task_dataset(settings.task, settings.data_dir)
     check_dataset_matches(dataset, spec)
 
-    agent = new_agent(settings, config, dataset.obs_dim, dataset.action_dim)
-    remove_temporaries(run_dir)
-    remove_temporaries(checkpoint_dir)
-    if checkpoints:
-        start, agent, path = load_latest_checkpoint(checkpoint_dir, agent)
-    write_run_info(run_dir, settings, config, dataset)  # before the first checkpoint: a run with one has its config
-    if not checkpoints:
-        start, path = 0, save_checkpoint(checkpoint_dir, 0, agent, settings.keep_checkpoints)
-    logger = MetricsLogger(run_dir)
-    logger.truncate_after(start)
+    agents = new_agents(settings, config, dataset.obs_dim, dataset.action_dim, tuple(run.settings.seed for run in runs))
+    for run in runs:
+        remove_temporaries(run.run_dir)
+        remove_temporaries(run.checkpoint_dir)
+    start, paths = 0, [None] * len(runs)
+    if resuming:
+        start, agents, paths = restore_seeds(runs, agents)
+    for index, run in enumerate(runs):
+        write_run_info(run.run_dir, run.settings, config, dataset)  # before the first checkpoint: it has its config
+        if paths[index] is None:
+            paths[index] = save_checkpoint(run.checkpoint_dir, start, seed_slice(agents, index), settings.keep_checkpoints)
+        run.kept = (start, paths[index])
+        run.logger = MetricsLogger(run.run_dir)
+        run.logger.truncate_after(start)
     if on_start is not None:
         on_start(start)
 
     data = {name: jnp.asarray(array) for name, array in dataset.arrays().items()}
-    budgets = settings.eval_budgets if settings.agent != "bc" else (0,)
-    last_eval: dict[str, float] = {}
-    step, kept = start, (start, path)
-    logged = (step, agent)  # the newest state whose metric row is written: what an interrupt saves
+    budgets = settings.eval_budgets if get_agent(settings.agent).USES_BUDGETS else (0,)
+    diverged: list[str] = []
+    step = start
+    logged = (step, agents, list(runs))  # the newest state whose metric rows are written: what an interrupt saves
     pool = EnvPool(functools.partial(make_env, spec.task), workers=settings.eval_workers)
     try:
-        while step < settings.steps:
+        while step < settings.steps and runs:
             boundary = settings.next_boundary(step)
             began = time.perf_counter()
-            candidate, info = train_chunk(agent, data, chunk_key(settings.seed, step), boundary - step, config.batch_size)
-            info = {name: float(value) for name, value in info.items()}
-            check_finite(info, candidate, step, boundary, kept)
-            agent, elapsed = candidate, time.perf_counter() - began
-            row: dict[str, Any] = {"step": boundary, "updates_per_s": (boundary - step) / elapsed}
-            row.update({f"train/{name}": value for name, value in info.items()})
+            candidates, infos = train_chunks(agents, data, [run.settings.seed for run in runs], step, boundary, config)
+            infos = {name: np.asarray(values) for name, values in infos.items()}
+            survivors = []
+            for index, run in enumerate(runs):
+                try:
+                    check_finite({name: float(v[index]) for name, v in infos.items()}, seed_slice(candidates, index),
+                                 step, boundary, run.kept)
+                    survivors.append(index)
+                except TrainingDiverged as error:
+                    diverged.append(f"{run.run_dir}: {error}" if len(group) > 1 else str(error))
+            if len(survivors) < len(runs):
+                runs = [runs[index] for index in survivors]
+                if not runs:
+                    break
+                candidates = jax.tree_util.tree_map(lambda x: x[np.asarray(survivors)], candidates)
+                infos = {name: values[survivors] for name, values in infos.items()}
+            agents, elapsed = candidates, time.perf_counter() - began
             step = boundary
-            if step % settings.eval_every == 0 or step == settings.steps:
-                results = evaluate_agent(agent, settings.task, budgets, settings.eval_episodes, settings.seed, pool)
-                last_eval = eval_row(results)
-                row.update(last_eval)
-            logger.log(row)
-            logged = (step, agent)
+            rows = []
+            for index, run in enumerate(runs):
+                row: dict[str, Any] = {"step": step, "updates_per_s": (step - logged[0]) / elapsed, "seeds_together": len(runs)}
+                row.update({f"train/{name}": float(values[index]) for name, values in infos.items()})
+                if step % settings.eval_every == 0 or step == settings.steps:
+                    results = evaluate_agent(seed_slice(agents, index), settings.task, budgets, settings.eval_episodes,
+                                             run.settings.seed, pool)
+                    run.last_eval = eval_row(results)
+                    row.update(run.last_eval)
+                run.logger.log(row)
+                rows.append(row)
+            logged = (step, agents, list(runs))
             if step % settings.checkpoint_interval == 0 or step == settings.steps:
-                kept = (step, save_checkpoint(checkpoint_dir, step, agent, settings.keep_checkpoints))
+                for index, run in enumerate(runs):
+                    run.kept = (step, save_checkpoint(run.checkpoint_dir, step, seed_slice(agents, index), settings.keep_checkpoints))
             if progress is not None:
-                progress(step, settings.steps, row)
+                progress(step, settings.steps, mean_row(rows))
     except KeyboardInterrupt:
-        save_checkpoint(checkpoint_dir, logged[0], logged[1], settings.keep_checkpoints)
-        raise TrainingInterrupted(run_dir, logged[0]) from None
+        logged_step, logged_agents, logged_runs = logged
+        for index, run in enumerate(logged_runs):
+            save_checkpoint(run.checkpoint_dir, logged_step, seed_slice(logged_agents, index), settings.keep_checkpoints)
+        raise TrainingInterrupted([run.run_dir for run in logged_runs], logged_step) from None
     finally:
         pool.close()
-    if not last_eval:
-        last_eval = next((eval_row_from(row) for row in reversed(logger.rows) if eval_row_from(row)), {})
-    plot_learning(run_dir, logger.rows, settings)
-    return last_eval
+    for run in runs:
+        if not run.last_eval:
+            run.last_eval = next((eval_row_from(row) for row in reversed(run.logger.rows) if eval_row_from(row)), {})
+        plot_learning(run.run_dir, run.logger.rows, run.settings)
+    if diverged:
+        raise TrainingDiverged("; ".join(diverged))
+    return [run.last_eval for run in sorted(runs, key=lambda run: group.index(run.settings))]
+
+
+def train_chunks(agents, data, seeds: list[int], step: int, boundary: int, config):
+    """The updates `step`..`boundary` of every seed; one seed runs without `vmap`, several with it."""
+    if len(seeds) == 1:
+        agent, info = train_chunk(seed_slice(agents, 0), data, chunk_key(seeds[0], step), boundary - step, config.batch_size)
+        return stack_seeds([agent]), {name: value[None] for name, value in info.items()}
+    keys = jnp.stack([chunk_key(seed, step) for seed in seeds])
+    return train_chunk_seeds(agents, data, keys, boundary - step, config.batch_size)
+
+
+def mean_row(rows: list[dict]) -> dict:
+    """The seeds' rows averaged key by key (the keys all of them have)."""
+    keys = [key for key in rows[0] if all(key in row for row in rows)]
+    return {key: float(np.mean([row[key] for row in rows])) if key != "step" else rows[0]["step"] for key in keys}
 
 
 def eval_row_from(row: dict) -> dict:
