@@ -452,7 +452,7 @@ def _broken_copy(cube_files, tmp_path, name, mutate):
 def test_check_file_rejects_broken_npz(cube_files, tmp_path, mutate, fragment):
     path = _broken_copy(cube_files, tmp_path, "broken.npz", mutate)
     with pytest.raises(DatasetError, match=fragment) as info:
-        check_file(path)
+        check_file(path, strict=True)  # strict: out-of-box actions are refused, not clipped
     assert "broken.npz" in str(info.value)
 
 
@@ -462,7 +462,7 @@ def test_check_file_hdf5_and_errors(tmp_path):
     assert summary["format"] == "d4rl-hdf5" and summary["transitions"] == 6 and summary["episodes"] == 3
     rows["actions"][2, 0] = 3.0
     with pytest.raises(DatasetError, match="outside"):
-        check_file(_write_hdf5(tmp_path / "bad.hdf5", rows))
+        check_file(_write_hdf5(tmp_path / "bad.hdf5", rows), strict=True)
     with pytest.raises(DatasetError, match="unknown data file extension '.csv'"):
         check_file(tmp_path / "data.csv")
     with pytest.raises(DatasetError, match=r"file not found; generate it with: vgf data make puzzle-3x3-play --out"):

@@ -39,6 +39,8 @@ class BCConfig:
         return self
 
 
+USES_BUDGETS = False  # whether `act` honours per-state transport budgets
+
 PRESETS: dict[str, BCConfig] = {
     "paper": BCConfig(),
     "cpu-small": BCConfig(hidden_dims=(256, 256, 256), bc_flow_steps=5),

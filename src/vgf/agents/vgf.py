@@ -83,6 +83,8 @@ class VGFConfig:
         return self
 
 
+USES_BUDGETS = True  # whether `act` honours per-state transport budgets
+
 # Reference defaults (../shared/METHOD.md, taken from the authors' run scripts).
 PRESETS: dict[str, VGFConfig] = {
     # OGBench manipulation: gamma 0.99, ensemble mean, 3 transport steps, vgf_lr 0.05, alpha 0.5, N = 10.

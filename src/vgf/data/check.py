@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vgf.data.d4rl import d4rl_to_dataset, read_d4rl_arrays
-from vgf.data.dataset import DatasetError, _first_bad_row
+from vgf.data.d4rl import d4rl_to_dataset, is_antmaze, read_d4rl_arrays
+from vgf.data.dataset import DatasetError, _first_bad_row, check_finite, count_outside_action_box, enforce_action_box
 
 __all__ = ["check_file"]
 
@@ -17,30 +17,28 @@ _NPZ_FLOAT_KEYS = ("observations", "actions", "qpos", "qvel")
 _HDF5_SUFFIXES = (".hdf5", ".h5")
 
 
-def _check_finite(path: Path, key: str, value: np.ndarray) -> None:
+def _check_numeric(path: Path, key: str, value: np.ndarray) -> None:
     if not np.issubdtype(value.dtype, np.number) and value.dtype != np.bool_:
         raise DatasetError(f"{path}: key '{key}' has non-numeric dtype {value.dtype}")
-    if np.issubdtype(value.dtype, np.floating):
-        bad = ~np.isfinite(value)
-        if bad.any():
-            raise DatasetError(
-                f"{path}: key '{key}' has {int(bad.sum())} non-finite value(s) (NaN or inf); "
-                f"first at index {_first_bad_row(bad)}"
-            )
+    check_finite(str(path), key, value)
 
 
-def _check_action_range(path: Path, actions: np.ndarray) -> tuple[float, float]:
-    outside = np.abs(actions) > 1.0
-    if outside.any():
-        index = _first_bad_row(outside)
-        raise DatasetError(
-            f"{path}: key 'actions' has {int(outside.sum())} value(s) outside [-1, 1] "
-            f"(max |action| = {float(np.abs(actions).max()):.6g}, first at index {index})"
-        )
-    return float(actions.min()), float(actions.max())
+def _check_action_box(path: Path, actions: np.ndarray, strict: bool) -> tuple[dict, np.ndarray]:
+    """(summary of the action range and [-1, 1] violations, the actions clipped as the loaders clip them).
+
+    Violations are warned about, or raise when `strict`, exactly as when the file is loaded.
+    """
+    outside, first_outside = count_outside_action_box(actions)
+    clipped = enforce_action_box(actions, str(path), strict=strict)
+    summary = {
+        "action_range": (float(actions.min()), float(actions.max())),
+        "actions_outside_box": outside,
+        "first_action_outside_box": first_outside,
+    }
+    return summary, clipped
 
 
-def _check_npz(path: Path) -> dict:
+def _check_npz(path: Path, strict: bool) -> dict:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -67,11 +65,11 @@ def _check_npz(path: Path) -> dict:
         raise DatasetError(f"{path}: arrays have different lengths ({listing})")
     rows = lengths["observations"]
     if rows == 0:
-        raise DatasetError(f"{path}: file holds no steps (key 'observations' has shape {list(observations.shape)})")
+        raise DatasetError(f"{path}: dataset is empty (key 'observations' has shape {list(observations.shape)})")
     for key in _NPZ_FLOAT_KEYS:
         if key in arrays:
-            _check_finite(path, key, arrays[key])
-    _check_finite(path, "terminals", terminals)
+            _check_numeric(path, key, arrays[key])
+    _check_numeric(path, "terminals", terminals)
     flags = terminals.astype(np.float64)
     bad = (flags != 0.0) & (flags != 1.0)
     if bad.any():
@@ -86,7 +84,7 @@ def _check_npz(path: Path) -> dict:
             f"{path}: key 'terminals' is False at the last index {rows - 1}; the final episode is cut off "
             "(OGBench's loader needs every episode, including the last, to end with a terminal step)"
         )
-    action_min, action_max = _check_action_range(path, actions)
+    action_box, _ = _check_action_box(path, actions, strict)
 
     summary = {
         "format": "ogbench-npz",
@@ -97,7 +95,7 @@ def _check_npz(path: Path) -> dict:
         "obs_dim": int(observations.shape[1]),
         "action_dim": int(actions.shape[1]),
         "keys": keys,
-        "action_range": (action_min, action_max),
+        **action_box,
     }
     if not path.name.endswith("-val.npz"):
         val_path = path.with_name(path.name[: -len(".npz")] + "-val.npz")
@@ -105,12 +103,9 @@ def _check_npz(path: Path) -> dict:
     return summary
 
 
-def _check_hdf5(path: Path) -> dict:
+def _check_hdf5(path: Path, strict: bool) -> dict:
     arrays = read_d4rl_arrays(path)
-    for key in ("observations", "actions", "rewards", "next_observations"):
-        if key in arrays:
-            _check_finite(path, key, np.asarray(arrays[key]))
-    action_min, action_max = _check_action_range(path, np.asarray(arrays["actions"]))
+    action_box, arrays["actions"] = _check_action_box(path, arrays["actions"], strict)
     dataset = d4rl_to_dataset(arrays, source=str(path))
     return {
         "format": "d4rl-hdf5",
@@ -121,16 +116,19 @@ def _check_hdf5(path: Path) -> dict:
         "obs_dim": dataset.obs_dim,
         "action_dim": dataset.action_dim,
         "keys": sorted(arrays),
-        "action_range": (action_min, action_max),
+        **action_box,
         "has_timeouts": "timeouts" in arrays,
         "has_next_observations": "next_observations" in arrays,
+        "default_reward_transform": "antmaze (r - 1)" if is_antmaze(path.name) else "none",
     }
 
 
-def check_file(path) -> dict:
+def check_file(path, *, strict: bool = False) -> dict:
     """Validate an OGBench-format `.npz` or a D4RL `.hdf5`/`.h5` file; return a summary dict.
 
-    Raises `DatasetError` with the reason when the file is missing, unreadable or inconsistent.
+    Raises `DatasetError` with the reason when the file is missing, unreadable or inconsistent. Action
+    values outside [-1, 1] are counted in the summary ('actions_outside_box', 'first_action_outside_box')
+    with a warning, or raise with `strict=True`. Only reads the file.
     """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
@@ -150,5 +148,5 @@ def check_file(path) -> dict:
                 hint = f"; generate it with: vgf data make {stem} --out {path.parent}"
         raise DatasetError(f"{path}: file not found{hint}")
     if suffix == ".npz":
-        return _check_npz(path)
-    return _check_hdf5(path)
+        return _check_npz(path, strict)
+    return _check_hdf5(path, strict)

@@ -1,22 +1,45 @@
-"""Loading D4RL-layout HDF5 files (observations, actions, rewards, terminals, timeouts, ...)."""
+"""Loading D4RL-layout HDF5 files (observations, actions, rewards, terminals, timeouts, ...).
+
+These are the files of the D4RL mirrors: one top-level HDF5 dataset per key, one row per environment step.
+Reference returns for D4RL's normalised score live in `vgf.data.d4rl_scores`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from vgf.data.dataset import Dataset, DatasetError, _first_bad_row
+from vgf.data.dataset import Dataset, DatasetError, _first_bad_row, check_finite, enforce_action_box
 
-__all__ = ["D4RL_REQUIRED_KEYS", "read_d4rl_arrays", "d4rl_to_dataset", "load_d4rl_hdf5"]
+__all__ = [
+    "D4RL_REQUIRED_KEYS",
+    "REWARD_TRANSFORMS",
+    "d4rl_to_dataset",
+    "is_antmaze",
+    "load_d4rl_hdf5",
+    "read_d4rl_arrays",
+    "scale_rewards_by_return_range",
+]
 
 D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 _OPTIONAL_KEYS = ("timeouts", "next_observations")
+_FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
+
+# 'auto': the AntMaze shift for AntMaze data, rewards as stored otherwise. 'none': as stored.
+# 'antmaze': r - 1. 'locomotion': r * 1000 / (max episode return - min episode return).
+REWARD_TRANSFORMS = ("auto", "none", "antmaze", "locomotion")
+_LOCOMOTION_RETURN_RANGE = 1000.0
 
 
 def read_d4rl_arrays(path) -> dict[str, np.ndarray]:
-    """Read the D4RL top-level datasets of an HDF5 file, with shape checks; raises `DatasetError`."""
+    """Read the D4RL top-level datasets of an HDF5 file, checked; raises `DatasetError`.
+
+    Checks: required keys present, shapes ([N, dim] or [N]/[N, 1]), equal lengths, at least one row,
+    numeric dtypes, no NaN/inf (index = file row), terminals/timeouts 0/1 (returned as bool).
+    """
     import h5py
 
     path = Path(path).expanduser()
@@ -42,6 +65,9 @@ def read_d4rl_arrays(path) -> dict[str, np.ndarray]:
                 raise DatasetError(f"{path}: key '{key}' is an HDF5 group, expected an array")
             arrays[key] = item[()]
 
+    for key, value in arrays.items():
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+            raise DatasetError(f"{path}: key '{key}' has non-numeric dtype {value.dtype} (shape {list(value.shape)})")
     for key in ("observations", "actions", "next_observations"):
         if key in arrays and arrays[key].ndim != 2:
             raise DatasetError(f"{path}: key '{key}' must be 2-D [N, dim], got shape {list(arrays[key].shape)}")
@@ -59,6 +85,9 @@ def read_d4rl_arrays(path) -> dict[str, np.ndarray]:
         raise DatasetError(f"{path}: arrays have different lengths ({listing})")
     if lengths["observations"] == 0:
         raise DatasetError(f"{path}: dataset is empty (key 'observations' has shape {list(arrays['observations'].shape)})")
+    for key in _FLOAT_KEYS:
+        if key in arrays:
+            check_finite(str(path), key, arrays[key])
     for key in ("terminals", "timeouts"):
         if key in arrays:
             flags = np.asarray(arrays[key], dtype=np.float64)
@@ -104,16 +133,16 @@ def d4rl_to_dataset(arrays: dict[str, np.ndarray], source: str) -> Dataset:
     else:
         keep_mask = ~episode_end | true_terminal
         keep = np.flatnonzero(keep_mask)
-        successor = np.minimum(keep + 1, size - 1)
-        next_observations = np.where(true_terminal[keep, None], observations[keep], observations[successor])
-        episode_id = np.concatenate([[0], np.cumsum(episode_end[:-1])])[keep]
-        boundary = np.ones(len(keep), dtype=bool)
-        boundary[:-1] = episode_id[1:] != episode_id[:-1]
         if len(keep) == 0:
             raise DatasetError(
                 f"{source}: no transitions left after pairing rows with their successors "
                 f"({size} rows, every one ending an episode by time-out); store 'next_observations' instead"
             )
+        successor = np.minimum(keep + 1, size - 1)
+        next_observations = np.where(true_terminal[keep, None], observations[keep], observations[successor])
+        episode_id = np.concatenate([[0], np.cumsum(episode_end[:-1])])[keep]
+        boundary = np.ones(len(keep), dtype=bool)
+        boundary[:-1] = episode_id[1:] != episode_id[:-1]
 
     terminals_kept = true_terminal[keep]
     return Dataset.from_arrays(
@@ -129,7 +158,52 @@ def d4rl_to_dataset(arrays: dict[str, np.ndarray], source: str) -> Dataset:
     )
 
 
-def load_d4rl_hdf5(path) -> Dataset:
-    """Load a D4RL-layout HDF5 file as a `Dataset` (see `d4rl_to_dataset` for the episode handling)."""
+def is_antmaze(name: str) -> bool:
+    """Whether a D4RL dataset name or file name is AntMaze ('antmaze-umaze-v2', 'Ant_maze_u-maze_...hdf5')."""
+    return "antmaze" in str(name).lower().replace("_", "")
+
+
+def scale_rewards_by_return_range(dataset: Dataset, target_range: float = _LOCOMOTION_RETURN_RANGE) -> Dataset:
+    """`dataset` with rewards * target_range / (max episode return - min episode return).
+
+    The D4RL locomotion convention of IQL and VGF: episode returns then span `target_range` (1000). Episodes
+    are the spans ended by `dataset.terminals`; a last span without an end counts as an episode too.
+    """
+    ends = np.flatnonzero(dataset.terminals)
+    starts = np.concatenate([[0], ends + 1])
+    starts = starts[starts < dataset.size]
+    returns = np.add.reduceat(dataset.rewards.astype(np.float64), starts)
+    spread = float(returns.max() - returns.min())
+    if not spread > 0.0:
+        raise DatasetError(
+            f"{dataset.source}: reward scaling by the return range needs episodes with different returns; "
+            f"all {len(returns)} episode(s) return {float(returns[0]):.6g}"
+        )
+    rewards = (dataset.rewards * (target_range / spread)).astype(np.float32)
+    return dataclasses.replace(dataset, rewards=rewards)
+
+
+def load_d4rl_hdf5(path, *, task: str | None = None, reward_transform: str = "auto", strict: bool = False) -> Dataset:
+    """Load a D4RL-layout HDF5 file as a `Dataset` (see `d4rl_to_dataset` for the episode handling).
+
+    `task`: the D4RL dataset name (e.g. 'antmaze-umaze-v2'); by default the file name stands for it.
+    `reward_transform`: one of `REWARD_TRANSFORMS`. 'auto' applies the AntMaze shift r - 1 when the task
+    (or file name) is AntMaze and keeps the stored rewards otherwise; 'locomotion' (opt-in) scales them
+    by 1000 / (max - min episode return). Actions outside [-1, 1] are clipped with a warning naming the
+    file row, or refused with `strict=True`. Raises `DatasetError` for anything missing or malformed.
+    """
+    if reward_transform not in REWARD_TRANSFORMS:
+        raise DatasetError(f"unknown reward_transform {reward_transform!r}; valid: {', '.join(REWARD_TRANSFORMS)}")
+    path = Path(path).expanduser()
+    source = str(path)
     arrays = read_d4rl_arrays(path)
-    return d4rl_to_dataset(arrays, source=str(Path(path).expanduser()))
+    arrays["actions"] = enforce_action_box(arrays["actions"], source, strict=strict)
+    dataset = d4rl_to_dataset(arrays, source=source)
+
+    if reward_transform == "auto":
+        reward_transform = "antmaze" if is_antmaze(task if task is not None else path.name) else "none"
+    if reward_transform == "antmaze":
+        return dataclasses.replace(dataset, rewards=dataset.rewards - np.float32(1.0))
+    if reward_transform == "locomotion":
+        return scale_rewards_by_return_range(dataset)
+    return dataset

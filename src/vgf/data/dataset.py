@@ -13,8 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DatasetError", "Dataset", "REQUIRED_KEYS", "ARRAY_KEYS"]
+__all__ = [
+    "ARRAY_KEYS",
+    "DEFAULT_ACTION_BOUNDS",
+    "REQUIRED_KEYS",
+    "Dataset",
+    "DatasetError",
+    "check_finite",
+    "count_outside_action_box",
+    "enforce_action_box",
+]
 
+# Every agent samples and clips its actions to this box; data from an env with other bounds says so.
+DEFAULT_ACTION_BOUNDS = (-1.0, 1.0)
 REQUIRED_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 ARRAY_KEYS = ("observations", "actions", "rewards", "next_observations", "masks", "terminals")
 _MATRIX_KEYS = ("observations", "actions", "next_observations")
@@ -50,6 +61,65 @@ def _first_bad_row(bad: np.ndarray) -> int:
     """Row index of the first True entry of a boolean array (rows = first axis)."""
     flat_index = int(np.argmax(bad.reshape(-1)))
     return int(np.unravel_index(flat_index, bad.shape)[0])
+
+
+def check_finite(source: str, key: str, value: np.ndarray) -> None:
+    """Raise `DatasetError` with the count and first row of NaN/inf entries in a float array."""
+    if not np.issubdtype(value.dtype, np.floating):
+        return
+    bad = ~np.isfinite(value)
+    count = int(bad.sum())
+    if count:
+        raise DatasetError(
+            f"{source}: key '{key}' has {count} non-finite value(s) (NaN or inf); first at index {_first_bad_row(bad)}"
+        )
+
+
+def _bounds_str(low: np.ndarray, high: np.ndarray) -> str:
+    if low.size == 1 or (np.all(low == low.flat[0]) and np.all(high == high.flat[0])):
+        return f"[{float(low.flat[0]):g}, {float(high.flat[0]):g}]"
+    return f"the action bounds low={low.tolist()}, high={high.tolist()}"
+
+
+def count_outside_action_box(actions: np.ndarray, bounds=DEFAULT_ACTION_BOUNDS) -> tuple[int, int | None]:
+    """(number of action entries outside `bounds`, first row holding one, or None when there is none)."""
+    low, high = (np.asarray(bound, dtype=np.float64) for bound in bounds)
+    outside = (actions < low) | (actions > high)
+    count = int(outside.sum())
+    return count, (_first_bad_row(outside) if count else None)
+
+
+def enforce_action_box(
+    actions: np.ndarray, source: str, *, strict: bool = False, bounds=DEFAULT_ACTION_BOUNDS
+) -> np.ndarray:
+    """`actions` clipped to `bounds` (low, high: scalars or per-dimension arrays).
+
+    Entries outside the box are clipped with a warning naming the source, their count and first row, or, with
+    `strict=True`, refused with a `DatasetError` saying the same. In-box actions come back unchanged.
+    """
+    low, high = (np.asarray(bound, dtype=np.float64) for bound in bounds)
+    for name, bound in (("low", low), ("high", high)):
+        if bound.shape not in ((), (actions.shape[1],)):
+            raise DatasetError(
+                f"{source}: action bound '{name}' has shape {_shape_str(bound)}; actions have shape "
+                f"{_shape_str(actions)}, so it must be a scalar or have shape [{actions.shape[1]}]"
+            )
+    if np.any(low > high):
+        raise DatasetError(f"{source}: action bounds have low > high (low={low.tolist()}, high={high.tolist()})")
+    count, first_index = count_outside_action_box(actions, (low, high))
+    if not count:
+        return actions
+    where = (
+        f"outside {_bounds_str(low, high)}, first at index {first_index} "
+        f"(max |action| = {float(np.abs(actions).max()):.6g})"
+    )
+    if strict:
+        raise DatasetError(
+            f"{source}: key 'actions' has {count} value(s) {where}; "
+            "refused in strict mode (--strict, strict=True); without it they are clipped with a warning"
+        )
+    warnings.warn(f"{source}: clipping {count} action value(s) {where}", UserWarning, stacklevel=3)
+    return np.clip(actions, low, high).astype(actions.dtype, copy=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,12 +165,20 @@ class Dataset:
             )
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], source: str = "<arrays>") -> Dataset:
+    def from_arrays(
+        cls,
+        arrays: Mapping[str, np.ndarray],
+        source: str = "<arrays>",
+        *,
+        strict: bool = False,
+        action_bounds=DEFAULT_ACTION_BOUNDS,
+    ) -> Dataset:
         """Validate and convert a mapping of arrays into a `Dataset`.
 
         Required keys: observations, actions, rewards, next_observations, terminals. `masks` is optional
-        and defaults to `1 - terminals`. Extra keys are ignored. Actions outside [-1, 1] are clipped with
-        a warning. Raises `DatasetError` on anything else that is wrong.
+        and defaults to `1 - terminals`. Extra keys are ignored. Actions outside `action_bounds` (low, high:
+        scalars or per-dimension arrays) are clipped with a warning, or refused when `strict` (see
+        `enforce_action_box`). Raises `DatasetError` on anything else that is wrong.
         """
         source = str(source)
         if not isinstance(arrays, Mapping):
@@ -149,13 +227,7 @@ class Dataset:
         converted = {key: np.asarray(value, dtype=np.float32) for key, value in raw.items()}
 
         for key, value in converted.items():
-            bad = ~np.isfinite(value)
-            count = int(bad.sum())
-            if count:
-                raise DatasetError(
-                    f"{source}: key '{key}' has {count} non-finite value(s) (NaN or inf); "
-                    f"first at index {_first_bad_row(bad)}"
-                )
+            check_finite(source, key, value)
 
         for key in ("terminals", "masks"):
             if key not in converted:
@@ -170,15 +242,7 @@ class Dataset:
                     f"first at index {index} (value {value[index]!r})"
                 )
 
-        actions = converted["actions"]
-        outside = np.abs(actions) > 1.0
-        if outside.any():
-            warnings.warn(
-                f"{source}: clipping {int(outside.sum())} action value(s) outside [-1, 1] "
-                f"(max |action| = {float(np.abs(actions).max()):.6g})",
-                stacklevel=2,
-            )
-            converted["actions"] = np.clip(actions, -1.0, 1.0)
+        converted["actions"] = enforce_action_box(converted["actions"], source, strict=strict, bounds=action_bounds)
 
         return cls(
             observations=np.ascontiguousarray(converted["observations"]),

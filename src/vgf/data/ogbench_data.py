@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 import vgf.envs  # noqa: F401  (on import, picks a headless MuJoCo GL backend before OGBench/dm_control load)
-from vgf.data.dataset import Dataset, DatasetError
+from vgf.data.check import check_file
+from vgf.data.dataset import DEFAULT_ACTION_BOUNDS, Dataset, DatasetError
 
 __all__ = [
     "OGBENCH_PLAY_DATASETS",
@@ -344,11 +345,13 @@ def parse_ogbench_task(task: str) -> tuple[str, int | None]:
     return dataset_name, task_id
 
 
-def load_ogbench_task(task: str, data_dir) -> tuple[Dataset, Dataset]:
+def load_ogbench_task(task: str, data_dir, *, strict: bool = False) -> tuple[Dataset, Dataset]:
     """(train, val) datasets of an OGBench single-task problem, from locally generated files.
 
     Rewards and masks are OGBench's own single-task relabelling. Never downloads: a missing file
-    raises `DatasetError` telling how to generate it.
+    raises `DatasetError` telling how to generate it. Both files are checked first (`check_file`), so
+    errors and the warning about actions outside [-1, 1] (clipped, or refused with `strict=True`)
+    give row indices of the file.
     """
     dataset_name, task_id = parse_ogbench_task(task)
     canonical = f"{dataset_name}-singletask" + ("" if task_id is None else f"-task{task_id}")
@@ -367,6 +370,9 @@ def load_ogbench_task(task: str, data_dir) -> tuple[Dataset, Dataset]:
             "derive a wrong validation path)"
         )
 
+    for path in (train_path, val_path):
+        check_file(path, strict=strict)
+
     ogbench = _import_ogbench()
     try:
         with _quiet_env_warnings():
@@ -374,6 +380,8 @@ def load_ogbench_task(task: str, data_dir) -> tuple[Dataset, Dataset]:
     except Exception as exc:  # a malformed file surfaces as KeyError/ValueError/AssertionError inside OGBench
         raise DatasetError(f"{train_path}: OGBench could not load the dataset for {canonical!r}: {exc!r}") from exc
     env.close()
+    for split in (train, val):  # out-of-box actions were reported (or refused) by check_file above
+        split["actions"] = np.clip(split["actions"], *DEFAULT_ACTION_BOUNDS)
     return (
         Dataset.from_arrays(train, source=f"{train_path} [{canonical}]"),
         Dataset.from_arrays(val, source=f"{val_path} [{canonical}]"),

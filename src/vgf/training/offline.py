@@ -63,6 +63,7 @@ class TrainSettings:
     eval_workers: int = 0
     keep_checkpoints: int = 3
     checkpoint_every: int | None = None  # None: at every evaluation
+    strict: bool = False  # refuse dataset actions outside the action box instead of clipping them
     overrides: dict = dataclasses.field(default_factory=dict)
 
     def validate(self) -> "TrainSettings":
@@ -385,7 +386,7 @@ def train_seeds(
         if checkpoints:
             check_resumable(run.run_dir, run.settings, config, checkpoints[-1][0])
             resuming = True
-    dataset = dataset if dataset is not None else load_task_dataset(settings.task, settings.data_dir)
+    dataset = dataset if dataset is not None else load_task_dataset(settings.task, settings.data_dir, strict=settings.strict)
     check_dataset_matches(dataset, spec)
 
     agents = new_agents(settings, config, dataset.obs_dim, dataset.action_dim, tuple(run.settings.seed for run in runs))
