@@ -18,6 +18,11 @@ asynchronously):
 - `compile_s/<preset>`: ahead-of-time compile of `train_chunk` (lower + compile).
 - `updates_per_s/<preset>`: `train_chunk` on 100k random transitions (obs 28, act 5, the cube-single dims), after a
   warm-up call of the same compiled chunk: all timed updates / all their time (`updates_per_s_best`: fastest chunk).
+- `seed_updates_per_s/<preset>/4_seeds`: 4 seeds trained in one process (`train_chunk_seeds`: `vmap` over the stacked
+  agent states, what `vgf train --seeds 0,1,2,3` runs), in seed-updates/s; `vmapped_seeds_speedup/<preset>/4_seeds`
+  is that over the one-seed `updates_per_s/<preset>` (`--seeds N` changes the count, `--seeds 1` skips it).
+- `updates_per_s_ceiling/<preset>`: the most updates/s this machine could give if every FLOP of the update ran at
+  the measured `matmul_gflops`: `matmul_gflops / update_gflop` (a roofline bound, not a measurement).
 - `update_gflop/<preset>`: FLOPs of one update, from XLA's cost analysis (see `xla_update_flops` for how loops are
   counted) or, if that is unavailable, the analytic matmul count (`update_gflop_analytic/<preset>`, always shown).
   `update_gflops/<preset>` = that count x updates/s; `roofline_fraction/<preset>` = the same for the fastest chunk
@@ -323,6 +328,7 @@ def bench_preset(label: str, config, data, quick: bool) -> None:
          f"transport {analytic['transport'] / analytic['total']:.0%}, target Q {analytic['target_q'] / analytic['total']:.0%}, "
          f"critic step {analytic['critic_step'] / analytic['total']:.0%}, flow step {analytic['flow_step'] / analytic['total']:.0%}")
     emit(f"update_gflop/{label}", flops / 1e9)
+    emit(f"updates_per_s_ceiling/{label}", RESULTS["matmul_gflops"] * 1e9 / flops)
     emit(f"update_gflops/{label}", flops * updates_per_s / 1e9)
     UPDATE_GFLOPS_BEST[label] = flops * chunk / min(times) / 1e9
     ref_flops = xla["reference"] if xla is not None else analytic["reference"]
@@ -333,6 +339,35 @@ def bench_preset(label: str, config, data, quick: bool) -> None:
     rest_s = full_s - reference_s - transport_s
     if rest_s > 0:
         emit(f"{prefix}/rest_gflops", (flops - ref_flops - tr_flops) / rest_s / 1e9)
+
+
+def bench_seeds(label: str, config, data, seeds: int, quick: bool) -> None:
+    """Seed-updates/s of `seeds` agents trained in one process by `train_chunk_seeds` (vmap over the stacked agent
+    states, as `vgf train --seeds`), and its ratio to the one-seed `updates_per_s` measured just before."""
+    from vgf.agents import vgf
+    from vgf.training.offline import chunk_key, train_chunk_seeds
+
+    create_all = jax.jit(jax.vmap(vgf.create, in_axes=(None, None, None, 0)), static_argnums=(0, 1, 2))
+    agents = create_all(config, OBS_DIM, ACTION_DIM, jnp.arange(seeds, dtype=jnp.int32))
+    heavy = analytic_flops(config)["total"] > 3e10
+    chunk = (1 if heavy else 5) if quick else (2 if heavy else 10)
+    target_time = 4.0 if quick else 10.0
+
+    def keys(step):
+        return jnp.stack([chunk_key(seed, step) for seed in range(seeds)])
+
+    compiled = train_chunk_seeds.lower(agents, data, keys(0), chunk, config.batch_size).compile()
+    timed(compiled, agents, data, keys(0))  # warm-up
+    times = []
+    while not times or (sum(times) < target_time and len(times) < 20):
+        seconds, (agents, _) = timed(compiled, agents, data, keys(len(times) + 1))
+        times.append(seconds)
+    seed_updates_per_s = seeds * chunk * len(times) / sum(times)
+    emit(f"seed_updates_per_s/{label}/{seeds}_seeds", seed_updates_per_s)
+    emit(f"seed_updates_per_s_best/{label}/{seeds}_seeds", seeds * chunk / min(times))
+    emit(f"vmapped_seeds_speedup/{label}/{seeds}_seeds", seed_updates_per_s / RESULTS[f"updates_per_s/{label}"])
+    note(f"{label}: {seeds} seeds vmapped, {len(times)} chunk(s) of {chunk} updates each; speedup = seed-updates/s over "
+         f"the 1-seed updates/s above (>1: the seeds share the cores better than one seed alone uses them)")
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -394,12 +429,15 @@ def main(argv=None) -> int:
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation figures")
     parser.add_argument("--task", default="cube-single-play-singletask-task1")
     parser.add_argument("--data-size", type=int, default=100_000, help="random transitions to sample batches from")
+    parser.add_argument("--seeds", type=int, default=4, help="also time this many seeds vmapped in one process (1: skip)")
+    parser.add_argument("--seed-presets", default="paper,cpu-small", help="presets to time with --seeds vmapped seeds")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write machine info, settings and figures here")
     args = parser.parse_args(argv)
 
     presets = args.presets or ("cpu-small" if args.quick else "paper,cpu-small")
     episodes = args.eval_episodes or (2 if args.quick else 50)
     max_steps = args.eval_max_steps or (50 if args.quick else None)
+    seed_presets = {p.strip() for p in args.seed_presets.split(",")}
     specs = [parse_preset(p.strip()) for p in presets.split(",") if p.strip() and p.strip() != "none"]
 
     started = time.perf_counter()
@@ -416,6 +454,8 @@ def main(argv=None) -> int:
     data = random_data(args.data_size)
     for label, config in specs:
         bench_preset(label, config, data, args.quick)
+        if args.seeds > 1 and label in seed_presets:
+            bench_seeds(label, config, data, args.seeds, args.quick)
     del data
 
     if not args.no_eval:

@@ -17,7 +17,7 @@ from vgf.training import TrainingDiverged, TrainSettings, list_checkpoints, load
 from vgf.training.offline import train_seeds
 
 BANDIT = dict(task="bandit", preset="bandit", eval_every=20, log_every=10, eval_episodes=100, eval_budgets=(0, 8))
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)  # two seeds everywhere: one compiled vmapped chunk serves every test here
 
 
 def read_rows(run_dir):
@@ -80,10 +80,10 @@ def test_seeds_differ_from_each_other(vmapped_runs):
 
 def test_rows_record_the_seeds_trained_together(vmapped_runs):
     root, _ = vmapped_runs
-    rows = read_rows(root / "together" / "s2")
+    rows = read_rows(root / "together" / "s1")
     assert [row["step"] for row in rows] == [10, 20, 30, 40]
     assert all(row["seeds_together"] == len(SEEDS) for row in rows)
-    assert (root / "together" / "s2" / "plots" / "learning_curve.png").exists()
+    assert (root / "together" / "s1" / "plots" / "learning_curve.png").exists()
 
 
 def test_resume_when_one_seed_lost_its_newest_checkpoint(tmp_path, dataset):
