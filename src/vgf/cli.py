@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import functools
 import json
+import re
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -56,24 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     check = data.add_parser("check", help="validate a dataset file (.npz or D4RL .hdf5); non-zero exit with the reason")
     check.add_argument("file")
+    check.add_argument("--strict", action="store_true", help="refuse actions outside the action box (default: count them and warn)")
 
-    tr = commands.add_parser("train", help="train an agent offline")
+    tr = commands.add_parser("train", help="train an agent offline (then online with --online-steps)")
     tr.add_argument("agent", nargs="?", help="vgf or bc")
     tr.add_argument("--task", help="e.g. cube-single-play-singletask-task1, or bandit")
     tr.add_argument("--preset", default="cpu-small")
     tr.add_argument("--steps", type=int, help="updates in all (default 10000; with --resume: the run's own)")
     tr.add_argument("--eval-every", type=int, default=5_000)
     tr.add_argument("--log-every", type=int, default=500)
-    tr.add_argument("--seed", type=int, default=0)
+    seeds = tr.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", type=int_list, help="several seeds in one process (vmapped), e.g. 0,1,2,3; each its own run directory")
     tr.add_argument("--data-dir", default="data")
-    tr.add_argument("--run-dir", help="default: runs/<agent>-<task>-s<seed>")
+    tr.add_argument("--run-dir", help="default: runs/<agent>-<task>-s<seed>; with --seeds, the parent of one s<seed> directory per seed")
     tr.add_argument("--eval-budgets", type=int_list, default=(0, 1, 2, 4))
     tr.add_argument("--eval-episodes", type=int, default=10)
     tr.add_argument("--eval-workers", type=int, default=0, help="subprocesses stepping evaluation envs")
+    tr.add_argument("--strict", action="store_true", help="refuse dataset actions outside the action box (default: clip with a warning)")
     tr.add_argument("--keep-checkpoints", type=int, default=3, help="the newest K checkpoints are kept")
     tr.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default: --eval-every)")
     tr.add_argument("--set", dest="overrides", type=override, action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. --set vgf_alpha=0.2")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (so does an existing --run-dir)")
+    tr.add_argument("--online-steps", type=int, help="env steps of online training after the offline updates (default 0; with --resume: the run's own)")
+    tr.add_argument("--replay", default="rlpd", help="online batches: dataset (dataset + online data as one buffer), rlpd (half each) or online (online data only)")
+    tr.add_argument("--online-envs", type=int, default=1, help="environments stepped together in the online phase")
+    tr.add_argument("--updates-per-env-step", type=int, default=1, help="updates after each online env step (per environment)")
+    tr.add_argument("--explore-vgf-steps", type=int, default=0, help="transport budget when acting online (0: best of N particles by Q, the paper's setting)")
+    tr.add_argument("--normalize-rewards", action="store_true", help="scale dataset and online rewards so dataset episode returns span 1000")
 
     ev = commands.add_parser("eval", help="evaluate a trained run at several transport budgets")
     ev.add_argument("run_dir")
@@ -86,7 +99,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quick", action="store_true", help="a smoke version (about 3 minutes): tiny data, few updates")
     demo.add_argument("--seed", type=int, default=0)
+
+    bench = commands.add_parser("bench", help="train agents x tasks x seeds (in parallel, resumable) and write a score table")
+    bench.add_argument("--agents", type=name_list, help="e.g. vgf,bc")
+    bench.add_argument("--tasks", type=name_list, help="e.g. bandit,cube-single-play-singletask-task1")
+    bench.add_argument("--seeds", type=int_list, default=(0, 1, 2))
+    bench.add_argument("--steps", type=int, default=10_000)
+    bench.add_argument("--preset", default="cpu-small")
+    bench.add_argument("--eval-every", type=int, help="default: steps/10")
+    bench.add_argument("--eval-episodes", type=int, default=10)
+    bench.add_argument("--eval-budgets", type=int_list, default=(0, 1, 2, 4), help="plus each agent's default budget")
+    bench.add_argument("--data-dir", default="data")
+    bench.add_argument("--set", dest="overrides", type=override, action="append", default=[], metavar="KEY=VALUE", help="override a config field of every agent that has it")
+    bench.add_argument("--results-dir", default="runs/bench")
+    bench.add_argument("--cpus-per-run", type=float, default=1.0)
+    bench.add_argument("--gpus-per-run", type=float, default=0.0)
+    bench.add_argument("--retries", type=int, default=1, help="times a failed run is tried again")
+    add_cluster_arguments(bench)
+
+    sweep = commands.add_parser("sweep", help="run a grid of runs from a YAML file on Ray (a local instance or a cluster)")
+    sweep.add_argument("file", nargs="?", help="sweep YAML file (format: README, 'Benchmarks and sweeps')")
+    sweep.add_argument("--results-dir", help="default: the file's results_dir")
+    add_cluster_arguments(sweep)
     return parser
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:PORT (default: a local instance)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all cores)")
+    parser.add_argument("--report", action="store_true", help="only rebuild the table and plots from the results directory")
 
 
 def cmd_data(args) -> int:
@@ -101,7 +149,7 @@ def cmd_data(args) -> int:
         )
         console.print(f"wrote {train_path} and {val_path} in {time.perf_counter() - began:.0f} s")
         return 0
-    summary = check_file(args.file)
+    summary = check_file(args.file, strict=args.strict)
     table = Table(title=f"{args.file}: OK")
     table.add_column("field")
     table.add_column("value")
@@ -130,66 +178,94 @@ def training_progress(run_dir: str, total: int):
         progress.update(task, completed=step)
 
     def update(step: int, _total: int, row: dict) -> None:
-        status = f"{row['updates_per_s']:.1f} upd/s"
-        evals = {k.split("/")[1]: v for k, v in row.items() if k.endswith("/success")}
-        if evals:
-            status += " | success " + " ".join(f"{b.split('_')[1]}:{v:.2f}" for b, v in evals.items())
+        seeds = int(row.get("seeds_together", 1))
+        status = f"{row['updates_per_s']:.1f} upd/s" + (f" x {seeds} seeds (mean over seeds)" if seeds > 1 else "")
+        for metric, label in (("success", "success"), ("normalized_score", "score")):
+            evals = {k.split("/")[1]: v for k, v in row.items() if k.endswith(f"/{metric}")}
+            if evals:
+                status += f" | {label} " + " ".join(f"{b.split('_')[1]}:{v:.2f}" for b, v in evals.items())
         progress.update(task, completed=step, status=status)
 
     return progress, start, update
 
 
 def cmd_train(args) -> int:
-    from vgf.training import TrainSettings, settings_from_run, train
+    from vgf.training import TrainSettings, settings_from_run
+    from vgf.training.offline import train_seeds
 
     if args.resume:
         settings, _, _ = settings_from_run(Path(args.resume))
         if args.steps is not None:
             settings = dataclasses.replace(settings, steps=args.steps)
+        if args.online_steps is not None:
+            settings = dataclasses.replace(settings, online_steps=args.online_steps)
+        group = [settings]
     else:
         if not args.agent or not args.task:
             raise ValueError("vgf train needs an AGENT and --task (or --resume RUN_DIR)")
-        run_dir = args.run_dir or f"runs/{args.agent}-{args.task}-s{args.seed}"
         settings = TrainSettings(
             agent=args.agent,
             task=args.task,
-            run_dir=run_dir,
+            run_dir="",
             preset=args.preset,
             steps=10_000 if args.steps is None else args.steps,
             eval_every=args.eval_every,
             log_every=args.log_every,
-            seed=args.seed,
             data_dir=args.data_dir,
             eval_budgets=args.eval_budgets,
             eval_episodes=args.eval_episodes,
             eval_workers=args.eval_workers,
             keep_checkpoints=args.keep_checkpoints,
             checkpoint_every=args.checkpoint_every,
+            strict=args.strict,
             overrides=dict(args.overrides),
+            online_steps=args.online_steps or 0,
+            replay=args.replay,
+            online_envs=args.online_envs,
+            updates_per_env_step=args.updates_per_env_step,
+            explore_vgf_steps=args.explore_vgf_steps,
+            normalize_rewards=args.normalize_rewards,
         )
-    progress, start, update = training_progress(settings.run_dir, settings.steps)
+        group = [dataclasses.replace(settings, seed=seed, run_dir=seed_run_dir(args, seed)) for seed in args.seeds or (args.seed,)]
+    settings = group[0]
+    progress, start, update = training_progress(", ".join(member.run_dir for member in group), settings.total_steps)
     with progress:
-        final = train(settings, progress=update, on_start=start)
-    console.print(budget_table_from_row(final, f"{settings.agent} on {settings.task} after {settings.steps} updates"))
-    console.print(f"run directory: {settings.run_dir}")
+        finals = train_seeds(group, progress=update, on_start=start)
+    for member, final in zip(group, finals):
+        online = f" and {member.online_steps} online env steps" if member.online_steps else ""
+        console.print(budget_table_from_row(final, f"{member.agent} on {member.task}, seed {member.seed}, after {member.steps} updates{online}"))
+        console.print(f"run directory: {member.run_dir}")
     return 0
+
+
+def seed_run_dir(args, seed: int) -> str:
+    """`--run-dir` (with --seeds: its `s<seed>` subdirectory), by default `runs/<agent>-<task>-s<seed>`; task names
+    such as `d4rl:hopper-medium-v2` or `minari:D4RL/door/human-v2` become one directory name."""
+    if args.run_dir:
+        return str(Path(args.run_dir) / f"s{seed}") if args.seeds is not None else args.run_dir
+    task = re.sub(r"[^A-Za-z0-9._-]+", "_", args.task)
+    return f"runs/{args.agent}-{task}-s{seed}"
 
 
 def budget_table_from_row(row: dict, title: str) -> Table:
     budgets = sorted({int(key.split("/")[1].split("_")[1]) for key in row if key.startswith("eval/budget_")})
-    results = {b: {name: row.get(f"eval/budget_{b}/{name}") for name in ("success", "return", "displacement")} for b in budgets}
+    names = ("success", "return", "normalized_score", "displacement")
+    results = {b: {name: row[f"eval/budget_{b}/{name}"] for name in names if f"eval/budget_{b}/{name}" in row} for b in budgets}
     return budget_table(results, title)
 
 
 def budget_table(results: dict, title: str) -> Table:
+    """One row per budget; the success and D4RL normalised score columns only where the results have them."""
     table = Table(title=title)
-    for column in ("budget (steps)", "success rate", "return", "mean distance from reference sample"):
-        table.add_column(column, justify="right")
+    columns = [("success", "success rate", "{:.3f}"), ("return", "return", "{:.2f}"),
+               ("normalized_score", "D4RL normalized score", "{:.1f}")]
+    columns = [column for column in columns if any(column[0] in stats for stats in results.values())]
+    for header in ("budget (steps)", *(header for _, header, _ in columns), "mean distance from reference sample"):
+        table.add_column(header, justify="right")
     for budget, stats in sorted(results.items()):
         table.add_row(
             str(budget),
-            f"{stats['success']:.3f}",
-            f"{stats['return']:.2f}",
+            *(form.format(stats[name]) if name in stats else "-" for name, _, form in columns),
             f"{stats.get('displacement') or 0.0:.3f}",
         )
     return table
@@ -252,6 +328,156 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class SweepDisplay:
+    """The live view of a grid of runs: one line per run state (its runs by name) and an overall bar."""
+
+    STYLES = {"pending": "dim", "running": "cyan", "done": "green", "failed": "red"}
+
+    def __init__(self, live_console: Console):
+        self.console, self.statuses, self.states, self.began = live_console, [], {}, time.monotonic()
+
+    def update(self, statuses) -> None:
+        """The `on_change` callback of `run_grid`: also prints a line for each run that ends."""
+        if not self.statuses:
+            skipped = sum(status.skipped for status in statuses)
+            if skipped:
+                self.console.print(f"skipping {skipped} finished run(s)")
+        for status in statuses:
+            key = (status.state.value, status.attempts)
+            previous, self.states[status.spec.name] = self.states.get(status.spec.name), key
+            if previous is None or previous == key:
+                continue
+            if status.state.value == "done":
+                self.console.print(f"{status.spec.name} [green]done[/green] in {status.seconds:.0f} s", highlight=False)
+            elif status.state.value == "failed":
+                self.console.print(f"{status.spec.name} [red]failed[/red] after {status.attempts} attempt(s): {escape(status.error or '')}", highlight=False)
+            elif status.state.value == "pending" and status.attempts > 1:
+                self.console.print(f"{status.spec.name} [yellow]retrying[/yellow] (attempt {status.attempts}) after: {escape(status.error or '')}", highlight=False)
+        self.statuses = statuses
+
+    def describe(self, status) -> str:
+        if status.state.value == "running":
+            retry = f", attempt {status.attempts}" if status.attempts > 1 else ""
+            return f"{status.spec.name} ({status.step}/{status.spec.steps}{retry})"
+        return status.spec.name
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        lines = []
+        for state, style in self.STYLES.items():
+            members = [status for status in self.statuses if status.state.value == state]
+            names = ", ".join(self.describe(status) for status in members[:6]) + (f", +{len(members) - 6} more" if len(members) > 6 else "")
+            lines.append(Text.assemble((f"{state:<8}{len(members):>4}  ", style), names, overflow="ellipsis", no_wrap=True))
+        total = len(self.statuses)
+        finished = sum(status.state.value in ("done", "failed") for status in self.statuses)
+        partial = sum(status.step / status.spec.steps for status in self.statuses if status.state.value == "running")
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(ProgressBar(total=max(total, 1), completed=finished + partial, width=40),
+                    f"{finished}/{total} runs finished, {time.monotonic() - self.began:.0f} s")
+        return Group(*lines, bar)
+
+
+def score_tables(rows, title: str) -> list[Table]:
+    """One table per task: success rate, mean ± std over seeds, at the last and the best evaluation."""
+    tables = []
+    with_settings = any(row.setting for row in rows)
+    for task in sorted({row.task for row in rows}):
+        table = Table(title=f"{title}: {task}", caption="success rate, mean ± std over seeds; headline: last evaluation",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("agent", *(["setting"] if with_settings else []), "budget", "seeds", "steps", "last", "best eval"):
+            names = column in ("agent", "setting")
+            table.add_column(column, justify="left" if names else "right", overflow="fold", no_wrap=not names)  # numbers whole
+        for row in (row for row in rows if row.task == task):
+            table.add_row(
+                row.agent, *([row.setting] if with_settings else []), row.budget_label, str(row.seeds), str(row.steps),
+                f"{row.success_last_mean:.2f} ± {row.success_last_std:.2f}", f"{row.success_best_mean:.2f} ± {row.success_best_std:.2f}",
+            )
+        tables.append(table)
+    return tables
+
+
+def report_results(results_dir: Path, title: str) -> int:
+    """Write and print the report of `results_dir`; exit code 1 when some run failed or is unfinished."""
+    from vgf.sweep import write_report
+
+    report = write_report(results_dir, title)
+    for table in score_tables(report.rows, title):
+        console.print(table)
+    for problem in report.problems:
+        console.print(f"[yellow]not in the table:[/yellow] {problem.name}: {escape(problem.reason)}", highlight=False)
+    console.print("wrote " + ", ".join(str(path) for path in report.files))
+    return 1 if report.problems else 0
+
+
+def run_and_report(specs, results_dir: Path, resources, retries: int, args, title: str) -> int:
+    """Train the runs on Ray with a live view, then write the report."""
+    from rich.live import Live
+
+    from vgf.sweep import run_grid
+
+    console.print(f"{len(specs)} run(s) in {results_dir}" + (f" on the Ray cluster at {args.address}" if args.address else ""))
+    display = SweepDisplay(console)
+    # A live view in a terminal; in a log, the lines printed as runs end and the final state once.
+    view = Live(display, console=console, refresh_per_second=4) if console.is_terminal else contextlib.nullcontext()
+    try:
+        with view:
+            run_grid(specs, results_dir, resources, retries, args.address, args.num_cpus, on_change=display.update)
+        if not console.is_terminal:
+            console.print(display)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("interrupted; run the same command again to resume (finished runs are skipped)") from None
+    return report_results(results_dir, title)
+
+
+def cmd_bench(args) -> int:
+    from vgf.sweep import Grid, GridError, Resources
+
+    results_dir = Path(args.results_dir)
+    title = f"vgf bench: {results_dir}"
+    if args.report:
+        return report_results(results_dir, title)
+    if not args.agents or not args.tasks:
+        raise ValueError("vgf bench needs --agents and --tasks (or --report)")
+    if args.retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {args.retries}")
+    grid = Grid(
+        agents=args.agents,
+        tasks=args.tasks,
+        seeds=args.seeds,
+        steps=args.steps,
+        preset=args.preset,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        eval_budgets=args.eval_budgets,
+        data_dir=args.data_dir,
+        overrides=dict(args.overrides),
+    )
+    flags = {"agents": "--agents", "tasks": "--tasks", "seeds": "--seeds", "steps": "--steps", "preset": "--preset", "set": "--set", "eval": "--eval-*", "resources": "--cpus-per-run/--gpus-per-run"}
+    try:
+        specs = grid.runs()
+        resources = Resources(args.cpus_per_run, args.gpus_per_run)
+    except GridError as error:  # the message starts with the YAML key; name the flag instead
+        key, _, rest = str(error).partition(": ")
+        raise ValueError(f"{flags.get(key.split('.')[0], key)}: {rest}") from None
+    return run_and_report(specs, results_dir, resources, args.retries, args, title)
+
+
+def cmd_sweep(args) -> int:
+    from vgf.sweep import load_sweep
+
+    if args.file is None and not (args.report and args.results_dir):
+        raise ValueError("vgf sweep needs a sweep YAML file (or --report --results-dir DIR)")
+    sweep = load_sweep(args.file) if args.file else None
+    results_dir = Path(args.results_dir) if args.results_dir else sweep.results_dir
+    title = f"vgf sweep: {args.file or results_dir}"
+    if args.report:
+        return report_results(results_dir, title)
+    return run_and_report(sweep.grid.runs(), results_dir, sweep.resources, sweep.retries, args, title)
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
 
@@ -259,7 +485,7 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = show_warning  # one line each (e.g. a damaged checkpoint skipped on resume), no source lines
-    handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+    handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "bench": cmd_bench, "sweep": cmd_sweep}
     from vgf.data import DatasetError
     from vgf.training import TrainingDiverged
 

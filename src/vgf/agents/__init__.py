@@ -1,14 +1,34 @@
-"""Agents: each module holds its Config, PRESETS, create(), and an agent with update() and act()."""
+"""Agents: each module holds its Config, PRESETS, USES_BUDGETS, create(), and an agent with update() and act().
+
+VGF and its amortised variant (avgf) honour per-state transport budgets; bc, rejection sampling (VGF without
+transport) and the baselines fql, iql and rebrac ignore them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from types import ModuleType
 
-from vgf.agents import bc, vgf
+from vgf.agents import avgf, bc, fql, iql, rebrac, rejection, vgf
 
-AGENTS: dict[str, ModuleType] = {"vgf": vgf, "bc": bc}
-CONFIG_CLASSES = {"vgf": vgf.VGFConfig, "bc": bc.BCConfig}
+AGENTS: dict[str, ModuleType] = {
+    "vgf": vgf,
+    "bc": bc,
+    "avgf": avgf,
+    "rejection": rejection,
+    "fql": fql,
+    "iql": iql,
+    "rebrac": rebrac,
+}
+CONFIG_CLASSES = {
+    "vgf": vgf.VGFConfig,
+    "bc": bc.BCConfig,
+    "avgf": avgf.AVGFConfig,
+    "rejection": rejection.RejectionConfig,
+    "fql": fql.FQLConfig,
+    "iql": iql.IQLConfig,
+    "rebrac": rebrac.ReBRACConfig,
+}
 
 
 def get_agent(name: str) -> ModuleType:

@@ -156,7 +156,8 @@ def parse_task(task: str) -> OGBenchTask:
     datatype = match.group("datatype") if match else None
     if match is None or family not in _FAMILIES or datatype not in _FAMILIES[family].datatypes:
         raise ValueError(
-            f"unknown task {task!r}; valid tasks are 'bandit' or OGBench single-task names:\n{valid_patterns()}"
+            f"unknown task {task!r}; valid tasks are 'bandit', 'd4rl:<D4RL dataset name>', "
+            f"'minari:<local Minari dataset id>' or OGBench single-task names:\n{valid_patterns()}"
         )
     fam = _FAMILIES[family]
     task_id = int(match.group("task")) if match.group("task") else None

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 _SUCCESS_COLOR = "tab:blue"
 _RETURN_COLOR = "tab:orange"
 _DISPLACEMENT_COLOR = "tab:green"
+_CURVE_LABELS = {"success": "success rate", "return": "return", "normalized_score": "D4RL normalized score"}
 _EVAL_KEY = re.compile(r"^eval/budget_(?P<budget>\d+)/(?P<metric>[^/]+)$")
 
 
@@ -119,25 +120,30 @@ def plot_learning_curve(
     budget_keys: Sequence[str] | None = None,
     marker_step: int | None = None,
 ) -> Path:
-    """Success and return against training step, one line per budget, from metric rows.
+    """Success, return and D4RL normalised score against training step, one line per budget, from metric rows.
 
-    ``rows`` are dicts with a ``'step'`` key and evaluation keys ``'eval/budget_{k}/success'`` and
-    ``'eval/budget_{k}/return'`` (rows without them, e.g. training-only rows, are skipped per line). A shaded band of
+    ``rows`` are dicts with a ``'step'`` key and evaluation keys ``'eval/budget_{k}/success'``,
+    ``'eval/budget_{k}/return'`` and ``'eval/budget_{k}/normalized_score'`` (rows without them, e.g. training-only
+    rows, are skipped per line). A panel is drawn per metric the rows have: no success panel for envs that report no
+    success (MuJoCo locomotion), a normalised-score panel only for D4RL tasks. A shaded band of
     one standard error is drawn when every point has ``'eval/budget_{k}/success_std'`` / ``'.../return_std'``
     (divided by the square root of ``'eval/budget_{k}/episodes'`` when that key is present). ``budget_keys`` picks
     the budgets to draw (``4``, ``'4'``, ``'budget_4'`` and ``'eval/budget_4'`` all mean budget 4); by default all
     found. ``marker_step`` draws a vertical dashed line there (e.g. the offline-to-online switch). Returns the path.
     """
     found: set[int] = set()
+    found_metrics: set[str] = set()
     for row in rows:
         for key in row:
             match = _EVAL_KEY.match(key)
-            if match and match.group("metric") in ("success", "return"):
+            if match and match.group("metric") in _CURVE_LABELS:
                 found.add(int(match.group("budget")))
+                found_metrics.add(match.group("metric"))
     budgets = sorted(found) if budget_keys is None else [_budget_label(k) for k in budget_keys]
-    fig, axes = _new_figure(2)
+    metrics = [metric for metric in _CURVE_LABELS if metric in found_metrics] or ["success", "return"]
+    fig, axes = _new_figure(len(metrics))
     colors = [f"C{k % 10}" for k in range(len(budgets))]
-    for ax, metric in zip(axes, ("success", "return")):
+    for ax, metric in zip(axes, metrics):
         for budget, color in zip(budgets, colors):
             key = f"eval/budget_{budget}/{metric}"
             episodes_key = f"eval/budget_{budget}/episodes"
@@ -159,7 +165,7 @@ def plot_learning_curve(
         if marker_step is not None:
             ax.axvline(marker_step, color="k", linestyle="--", linewidth=1, label="online start")
         ax.set_xlabel("step")
-        ax.set_ylabel("success rate" if metric == "success" else "return")
+        ax.set_ylabel(_CURVE_LABELS[metric])
         if metric == "success":
             ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)

@@ -94,7 +94,8 @@ class EnvPool:
 
 
 def _final_success(info: dict) -> float:
-    return float(info.get("success", 0.0))
+    """The episode's final ``info['success']``; NaN where the env reports none (e.g. MuJoCo locomotion)."""
+    return float(info.get("success", np.nan))
 
 
 class _LocalEnvs:
@@ -110,7 +111,8 @@ class _LocalEnvs:
     def step(self, rows: np.ndarray, actions: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Step env ``r`` with ``actions[r]`` for each ``r`` in ``rows``, writing its observation into ``obs[r]``.
 
-        Returns rewards, dones (terminated or truncated) and ``info['success']`` values, aligned with ``rows``.
+        Returns rewards, dones (terminated or truncated) and ``info['success']`` values (NaN where absent), aligned
+        with ``rows``.
         """
         n = len(rows)
         rewards = np.empty(n, dtype=np.float64)
@@ -290,14 +292,18 @@ def _summarise(
     lengths: np.ndarray,
     aux_sums: dict[str, np.ndarray],
 ) -> EvalResults:
-    """Per-budget statistics from per-row totals laid out budget-major (row j * episodes + i)."""
+    """Per-budget statistics from per-row totals laid out budget-major (row j * episodes + i).
+
+    Success is reported only when some episode's env reported one (NaN marks those that did not, and count as 0).
+    """
+    reported = not np.isnan(success).all()
+    success = np.nan_to_num(success, nan=0.0)
     results: EvalResults = {}
     for j, budget in enumerate(budgets):
         rows = slice(j * episodes, (j + 1) * episodes)
         steps = float(lengths[rows].sum())
-        stats = {
-            "success": float(np.mean(success[rows])),
-            "success_std": float(np.std(success[rows])),
+        stats = {"success": float(np.mean(success[rows])), "success_std": float(np.std(success[rows]))} if reported else {}
+        stats |= {
             "return": float(np.mean(returns[rows])),
             "return_std": float(np.std(returns[rows])),
             "length": float(np.mean(lengths[rows])),
@@ -333,7 +339,8 @@ def evaluate(
         envs: optional :class:`EnvPool` to take (and keep) the envs from, so repeated evaluations reuse them.
 
     Returns:
-        ``{budget: stats}`` with ``'success'`` (mean over episodes of the final ``info['success']``, 0 where absent),
+        ``{budget: stats}`` with ``'success'`` (mean over episodes of the final ``info['success']``, 0 where absent;
+        left out, with ``'success_std'``, when no episode's env reported one, as in MuJoCo locomotion),
         ``'return'`` (mean undiscounted return), ``'length'`` (mean episode length), ``'success_std'`` and
         ``'return_std'`` (population std over episodes), ``'episodes'``, and for each ``aux`` key its mean over all
         steps actually taken by that budget's episodes.

@@ -13,9 +13,11 @@ from vgf.training.offline import (
     train,
     train_chunk,
 )
+from vgf.training.online import ReplayBuffer, sample_batch, train_chunk_online, train_online
 
 __all__ = [
     "MetricsLogger",
+    "ReplayBuffer",
     "TrainSettings",
     "TrainingDiverged",
     "TrainingInterrupted",
@@ -25,8 +27,11 @@ __all__ = [
     "load_latest_checkpoint",
     "load_run",
     "make_policy",
+    "sample_batch",
     "save_checkpoint",
     "settings_from_run",
     "train",
     "train_chunk",
+    "train_chunk_online",
+    "train_online",
 ]

@@ -10,6 +10,7 @@ import math
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ import numpy as np
 
 import vgf
 from vgf.agents import config_from_dict, get_agent, make_config
-from vgf.data import Dataset, load_task_dataset
+from vgf.data import Dataset, d4rl_normalized_score, load_task_dataset
 from vgf.envs import TaskSpec, make_env, task_spec
 from vgf.evaluation import EnvPool, evaluate
 from vgf.training.checkpoint import (
@@ -47,6 +48,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.run_dirs, self.step = run_dirs, step
 
 
+REPLAY_MODES = ("dataset", "rlpd", "online")  # how online training batches mix dataset and online data
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     agent: str
@@ -65,6 +69,13 @@ class TrainSettings:
     checkpoint_every: int | None = None  # None: at every evaluation
     strict: bool = False  # refuse dataset actions outside the action box instead of clipping them
     overrides: dict = dataclasses.field(default_factory=dict)
+    # Offline-to-online (vgf.training.online): env steps after the offline `steps`, counted on from them.
+    online_steps: int = 0
+    replay: str = "rlpd"  # 'dataset' (one buffer of dataset + online data) | 'rlpd' (half and half) | 'online'
+    online_envs: int = 1  # environments stepped together; each env step is one transition
+    updates_per_env_step: int = 1
+    explore_vgf_steps: int = 0  # transport budget when acting online (0: best of N reference particles by Q)
+    normalize_rewards: bool = False  # scale rewards (dataset and online) so dataset episode returns span 1000
 
     def validate(self) -> "TrainSettings":
         problems = []
@@ -84,9 +95,26 @@ class TrainSettings:
             problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.checkpoint_every is not None and self.checkpoint_every <= 0:
             problems.append(f"checkpoint_every must be > 0, got {self.checkpoint_every}")
+        if self.online_steps < 0:
+            problems.append(f"online_steps must be >= 0, got {self.online_steps}")
+        if self.replay not in REPLAY_MODES:
+            problems.append(f"replay must be one of {', '.join(REPLAY_MODES)}, got {self.replay!r}")
+        if self.online_envs < 1:
+            problems.append(f"online_envs must be >= 1, got {self.online_envs}")
+        elif self.online_steps % self.online_envs:
+            problems.append(f"online_steps ({self.online_steps}) must be a multiple of online_envs ({self.online_envs})")
+        if self.updates_per_env_step < 1:
+            problems.append(f"updates_per_env_step must be >= 1, got {self.updates_per_env_step}")
+        if self.explore_vgf_steps < 0:
+            problems.append(f"explore_vgf_steps must be >= 0, got {self.explore_vgf_steps}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def total_steps(self) -> int:
+        """The last step of the run: the offline updates, then the online env steps."""
+        return self.steps + self.online_steps
 
     @property
     def checkpoint_interval(self) -> int:
@@ -142,8 +170,11 @@ def make_policy(agent, seed: int) -> Callable:
 
 
 def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False):
-    """Success rate, return and displacement per transport budget, all budgets in one batched pass."""
-    return evaluate(
+    """Success rate, return and displacement per transport budget, all budgets in one batched pass.
+
+    D4RL tasks also get `normalized_score`: D4RL's normalised score of the mean return.
+    """
+    results = evaluate(
         functools.partial(make_env, task),
         make_policy(agent, seed),
         list(budgets),
@@ -152,12 +183,17 @@ def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool
         envs=pool,
         progress=progress,
     )
+    reference = task_spec(task).d4rl_reference
+    if reference is not None:
+        for stats in results.values():
+            stats["normalized_score"] = d4rl_normalized_score(reference, stats["return"])
+    return results
 
 
 def eval_row(results: dict[int, dict[str, float]]) -> dict[str, float]:
     row = {}
     for budget, stats in results.items():
-        for name in ("success", "return", "displacement", "length"):
+        for name in ("success", "return", "normalized_score", "displacement", "length"):
             if name in stats:
                 row[f"eval/budget_{budget}/{name}"] = stats[name]
     return row
@@ -253,8 +289,13 @@ def check_resumable(run_dir: Path, settings: TrainSettings, config, newest_step:
             f"{run_dir} holds a different run ({previous.agent} on {previous.task}, seed {previous.seed}, "
             f"preset {previous.preset}, overrides {previous.overrides}); choose another --run-dir or resume it with --resume"
         )
-    if newest_step > settings.steps:
-        raise ValueError(f"{run_dir} is at step {newest_step}, past the requested {settings.steps} steps")
+    if newest_step > settings.total_steps:
+        raise ValueError(f"{run_dir} is at step {newest_step}, past the requested {settings.total_steps} steps")
+    if newest_step > previous.steps and settings.steps != previous.steps:
+        raise ValueError(
+            f"{run_dir} is in its online phase (step {newest_step}, after {previous.steps} offline steps); "
+            f"its offline steps cannot change to {settings.steps}"
+        )
 
 
 @jax.jit
@@ -376,9 +417,13 @@ def train_seeds(
     for settings in group:
         settings.validate()
     check_seed_group(group)
+    if len(group) > 1 and group[0].online_steps:
+        raise ValueError("online steps train one seed at a time: run one `vgf train --seed S` per seed instead of --seeds")
     settings = group[0]
     config = make_config(settings.agent, settings.preset, settings.overrides)
     spec = task_spec(settings.task)
+    if spec.evaluation_refusal is not None:
+        warnings.warn(f"{spec.evaluation_refusal}. Training without evaluation", UserWarning, stacklevel=2)
     runs = [SeedRun(member) for member in group]
     resuming = False
     for run in runs:
@@ -386,8 +431,14 @@ def train_seeds(
         if checkpoints:
             check_resumable(run.run_dir, run.settings, config, checkpoints[-1][0])
             resuming = True
-    dataset = dataset if dataset is not None else load_task_dataset(settings.task, settings.data_dir, strict=settings.strict)
+    dataset = dataset if dataset is not None else load_task_dataset(*spec.data_source(settings.data_dir), strict=settings.strict)
     check_dataset_matches(dataset, spec)
+    scale = 1.0
+    if settings.normalize_rewards:
+        from vgf.training.online import reward_scale
+
+        scale = reward_scale(dataset)
+        dataset = dataclasses.replace(dataset, rewards=(dataset.rewards * scale).astype(np.float32))
 
     agents = new_agents(settings, config, dataset.obs_dim, dataset.action_dim, tuple(run.settings.seed for run in runs))
     for run in runs:
@@ -436,9 +487,10 @@ def train_seeds(
             step = boundary
             rows = []
             for index, run in enumerate(runs):
-                row: dict[str, Any] = {"step": step, "updates_per_s": (step - logged[0]) / elapsed, "seeds_together": len(runs)}
+                row: dict[str, Any] = {"step": step, "phase": "offline", "updates_per_s": (step - logged[0]) / elapsed,
+                                       "seeds_together": len(runs)}
                 row.update({f"train/{name}": float(values[index]) for name, values in infos.items()})
-                if step % settings.eval_every == 0 or step == settings.steps:
+                if spec.evaluation_refusal is None and (step % settings.eval_every == 0 or step == settings.steps):
                     results = evaluate_agent(seed_slice(agents, index), settings.task, budgets, settings.eval_episodes,
                                              run.settings.seed, pool)
                     run.last_eval = eval_row(results)
@@ -450,7 +502,14 @@ def train_seeds(
                 for index, run in enumerate(runs):
                     run.kept = (step, save_checkpoint(run.checkpoint_dir, step, seed_slice(agents, index), settings.keep_checkpoints))
             if progress is not None:
-                progress(step, settings.steps, mean_row(rows))
+                progress(step, settings.total_steps, mean_row(rows))
+        if settings.online_steps and runs and not diverged:
+            from vgf.training.online import train_online
+
+            agent = train_online(settings, config, runs[0], seed_slice(agents, 0), step, data, scale, pool, budgets, progress)
+            agents = stack_seeds([agent])
+    except TrainingInterrupted:  # the online phase saved its own checkpoint, with its replay buffer
+        raise
     except KeyboardInterrupt:
         logged_step, logged_agents, logged_runs = logged
         for index, run in enumerate(logged_runs):
@@ -479,7 +538,7 @@ def train_chunks(agents, data, seeds: list[int], step: int, boundary: int, confi
 def mean_row(rows: list[dict]) -> dict:
     """The seeds' rows averaged key by key (the keys all of them have)."""
     keys = [key for key in rows[0] if all(key in row for row in rows)]
-    return {key: float(np.mean([row[key] for row in rows])) if key != "step" else rows[0]["step"] for key in keys}
+    return {key: rows[0][key] if key in ("step", "phase") else float(np.mean([row[key] for row in rows])) for key in keys}
 
 
 def eval_row_from(row: dict) -> dict:
@@ -495,4 +554,5 @@ def plot_learning(run_dir: Path, rows: list[dict], settings: TrainSettings) -> P
         [row for row in rows if eval_row_from(row)],
         run_dir / "plots" / "learning_curve.png",
         title=f"{settings.agent} on {settings.task} (seed {settings.seed})",
+        marker_step=settings.steps if settings.online_steps else None,
     )

@@ -1,0 +1,354 @@
+"""Benchmark reports from run directories: per-run summaries, the table over seeds, learning curves and
+hyperparameter sensitivity plots. Reads only `config.json`, `metrics.jsonl` and `failure.json` files, so any results
+directory can be reported again (`vgf bench --report`, `vgf sweep --report`) without training or Ray.
+
+Scores are success rates, mean ± standard deviation over seeds (population std, ddof=0, so one seed gives 0):
+at the last evaluation (the headline) and at each run's best evaluation, labelled. Agents with transport budgets
+are shown at their default budget (their config's `eval_vgf_steps`) and at the budget with the highest mean last
+success (ties go to the higher mean return, then the smaller budget).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vgf.sweep.grid import format_value
+from vgf.training.checkpoint import atomic_write_text
+
+_EVAL_SUCCESS = re.compile(r"^eval/budget_(\d+)/success$")
+_UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._=+-]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    step: int
+    success: float
+    episode_return: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One finished run: who it is and its evaluations per budget, in step order."""
+
+    name: str
+    agent: str
+    task: str
+    seed: int
+    overrides: tuple[tuple[str, Any], ...]
+    steps: int
+    default_budget: int | None  # the config's eval_vgf_steps; None for agents without one
+    evaluations: dict[int, tuple[Evaluation, ...]]
+
+    @property
+    def setting(self) -> str:
+        """The overrides as one label, e.g. 'num_particles=8 vgf_alpha=0.1' ('' for the preset as it is)."""
+        return " ".join(f"{key}={format_value(value)}" for key, value in self.overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A run directory that is not in the table, and why."""
+
+    name: str
+    reason: str
+
+
+def _number(value: Any) -> float:
+    return float(value) if value is not None else math.nan  # the logger writes non-finite values as strings
+
+
+def read_run(run_dir: Path) -> RunRecord | Problem:
+    """The record of a finished run, or a Problem (failed, unfinished, unreadable) naming the directory."""
+    try:
+        failure = run_dir / "failure.json"
+        if failure.exists():
+            attempts = json.loads(failure.read_text())["attempts"]
+            return Problem(run_dir.name, f"failed after {len(attempts)} attempt(s): {attempts[-1]['error']}")
+        info = json.loads((run_dir / "config.json").read_text())
+        settings = info["settings"]
+        metrics = run_dir / "metrics.jsonl"
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    except (json.JSONDecodeError, KeyError, IndexError) as error:
+        return Problem(run_dir.name, f"unreadable run files: {type(error).__name__}: {error}")
+    evaluations: dict[int, list[Evaluation]] = defaultdict(list)
+    for row in sorted(rows, key=lambda row: row["step"]):
+        for key in row:
+            match = _EVAL_SUCCESS.match(key)
+            if match:
+                budget = int(match.group(1))
+                episode_return = _number(row.get(f"eval/budget_{budget}/return"))
+                evaluations[budget].append(Evaluation(row["step"], _number(row[key]), episode_return))
+    last_step = max((e[-1].step for e in evaluations.values()), default=0)
+    if last_step < settings["steps"]:
+        return Problem(run_dir.name, f"unfinished: evaluated up to step {last_step} of {settings['steps']}")
+    return RunRecord(
+        name=run_dir.name,
+        agent=settings["agent"],
+        task=settings["task"],
+        seed=settings["seed"],
+        overrides=tuple(sorted((key, _hashable(value)) for key, value in settings["overrides"].items())),
+        steps=last_step,
+        default_budget=info.get("agent_config", {}).get("eval_vgf_steps"),
+        evaluations={budget: tuple(evals) for budget, evals in sorted(evaluations.items())},
+    )
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(item) for item in value) if isinstance(value, list) else value
+
+
+def collect_runs(results_dir: Path | str) -> tuple[list[RunRecord], list[Problem]]:
+    """Every run directory (a folder with config.json or failure.json) directly under `results_dir`."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"results directory {results_dir} not found")
+    records, problems = [], []
+    for run_dir in sorted(results_dir.iterdir()):
+        if (run_dir / "config.json").exists() or (run_dir / "failure.json").exists():
+            outcome = read_run(run_dir)
+            (records if isinstance(outcome, RunRecord) else problems).append(outcome)
+    return records, problems
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRow:
+    """One line of the table: an agent (with a setting) on a task at one budget, aggregated over seeds."""
+
+    task: str
+    agent: str
+    setting: str
+    budget_choice: str  # 'default' or 'best' for budget agents, 'only' for agents evaluated at budget 0 alone
+    budget: int
+    seeds: int
+    steps: int
+    success_last_mean: float
+    success_last_std: float
+    success_best_mean: float
+    success_best_std: float
+    return_last_mean: float
+    return_last_std: float
+
+    @property
+    def budget_label(self) -> str:
+        return str(self.budget) if self.budget_choice == "only" else f"{self.budget_choice}: {self.budget}"
+
+
+def _group(records: list[RunRecord]) -> dict[tuple[str, str, tuple], list[RunRecord]]:
+    groups: dict[tuple[str, str, tuple], list[RunRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.task, record.agent, record.overrides)].append(record)
+    def order(key: tuple[str, str, tuple]) -> tuple:
+        task, agent, overrides = key
+        return task, agent, tuple((name, _sort_key(value)) for name, value in overrides)
+
+    return {key: sorted(groups[key], key=lambda r: r.seed) for key in sorted(groups, key=order)}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values))
+
+
+def _common_budgets(runs: list[RunRecord]) -> list[int]:
+    return sorted(set.intersection(*(set(run.evaluations) for run in runs)))
+
+
+def best_budget(runs: list[RunRecord]) -> int:
+    """The budget with the highest mean last success over seeds (then mean last return, then the smaller budget)."""
+
+    def rank(budget: int) -> tuple[float, float, int]:
+        last = [run.evaluations[budget][-1] for run in runs]
+        return float(np.mean([e.success for e in last])), float(np.mean([e.episode_return for e in last])), -budget
+
+    return max(_common_budgets(runs), key=rank)
+
+
+def shown_budgets(runs: list[RunRecord]) -> list[tuple[str, int]]:
+    """(choice, budget) rows of a group: 'only' for a single budget, else 'default' (when evaluated) and 'best'."""
+    budgets = _common_budgets(runs)
+    if len(budgets) == 1:
+        return [("only", budgets[0])]
+    default = runs[0].default_budget
+    rows = [("default", default)] if default in budgets else []
+    return rows + [("best", best_budget(runs))]
+
+
+def score_rows(records: list[RunRecord]) -> list[ScoreRow]:
+    rows = []
+    for (task, agent, _), runs in _group(records).items():
+        for choice, budget in shown_budgets(runs):
+            last = [run.evaluations[budget][-1] for run in runs]
+            best = [max(e.success for e in run.evaluations[budget]) for run in runs]
+            rows.append(
+                ScoreRow(
+                    task,
+                    agent,
+                    runs[0].setting,
+                    choice,
+                    budget,
+                    len(runs),
+                    min(run.steps for run in runs),
+                    *_mean_std([e.success for e in last]),
+                    *_mean_std(best),
+                    *_mean_std([e.episode_return for e in last]),
+                )
+            )
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivityPoint:
+    hyperparameter: str
+    task: str
+    agent: str
+    value: Any
+    runs: int
+    success_mean: float
+    success_std: float
+
+
+def swept_hyperparameters(records: list[RunRecord]) -> list[str]:
+    """Override keys that take more than one value among the runs."""
+    values: dict[str, set] = defaultdict(set)
+    for record in records:
+        for key, value in record.overrides:
+            values[key].add(value)
+    return sorted(key for key, seen in values.items() if len(seen) > 1)
+
+
+def _headline_budget(runs: list[RunRecord]) -> int:
+    """The budget a group is plotted at: its only one, else its default, else (default not evaluated) its best."""
+    return shown_budgets(runs)[0][1]
+
+
+def sensitivity_points(records: list[RunRecord]) -> list[SensitivityPoint]:
+    """Last success at each run's headline budget, against each swept hyperparameter: mean ± std over all runs
+    with that value (seeds and the other hyperparameters' settings), per task and agent."""
+    headline = {run.name: _headline_budget(runs) for runs in _group(records).values() for run in runs}
+    points = []
+    for key in swept_hyperparameters(records):
+        buckets: dict[tuple[str, str, Any], list[float]] = defaultdict(list)
+        for record in records:
+            overrides = dict(record.overrides)
+            if key in overrides:
+                success = record.evaluations[headline[record.name]][-1].success
+                buckets[(record.task, record.agent, overrides[key])].append(success)
+        for (task, agent, value), successes in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1], _sort_key(kv[0][2]))):
+            points.append(SensitivityPoint(key, task, agent, value, len(successes), *_mean_std(successes)))
+    return points
+
+
+def _sort_key(value: Any) -> tuple:
+    """Numbers by value, then anything else by its text."""
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, format_value(value))
+
+
+# ----- files -----
+
+CSV_COLUMNS = [field.name for field in dataclasses.fields(ScoreRow)]
+SENSITIVITY_COLUMNS = [field.name for field in dataclasses.fields(SensitivityPoint)]
+
+
+def _csv(columns: list[str], rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: round(value, 6) if isinstance(value, float) else value for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def results_csv(rows: list[ScoreRow]) -> str:
+    return _csv(CSV_COLUMNS, [dataclasses.asdict(row) for row in rows])
+
+
+def sensitivity_csv(points: list[SensitivityPoint]) -> str:
+    return _csv(SENSITIVITY_COLUMNS, [{**dataclasses.asdict(p), "value": format_value(p.value)} for p in points])
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        "Success rate, mean ± std over seeds (population std). **last**: at the final evaluation (the headline); "
+        "**best eval**: each seed's best evaluation. Budget agents are shown at their default transport budget "
+        "(the config's `eval_vgf_steps`) and at the budget with the highest mean last success.",
+    ]
+    with_settings = any(row.setting for row in rows)
+    header = ["agent", *(["setting"] if with_settings else []), "budget", "seeds", "steps",
+              "success (last)", "success (best eval)", "return (last)"]
+    for task in sorted({row.task for row in rows}):
+        lines += ["", f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in (r for r in rows if r.task == task):
+            cells = [
+                row.agent,
+                *([row.setting or "(preset)"] if with_settings else []),
+                row.budget_label,
+                str(row.seeds),
+                str(row.steps),
+                _pm(row.success_last_mean, row.success_last_std),
+                _pm(row.success_best_mean, row.success_best_std),
+                f"{row.return_last_mean:.3f} ± {row.return_last_std:.3f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    if problems:
+        lines += ["", "## Runs not in the table", ""] + [f"- `{p.name}`: {p.reason}" for p in problems]
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    rows: list[ScoreRow]
+    problems: list[Problem]
+    files: list[Path]
+
+
+def write_report(results_dir: Path | str, title: str | None = None) -> Report:
+    """Write results.md, results.csv, plots/learning_curves_<task>.png and, for each swept hyperparameter,
+    plots/sensitivity_<name>.png (plus sensitivity.csv) into `results_dir`."""
+    from vgf.sweep import figures
+
+    results_dir = Path(results_dir)
+    records, problems = collect_runs(results_dir)
+    rows = score_rows(records)
+    files = [results_dir / "results.md", results_dir / "results.csv"]
+    atomic_write_text(files[0], results_markdown(rows, problems, title or f"Results: {results_dir}"))
+    atomic_write_text(files[1], results_csv(rows))
+    groups = _group(records)
+    for task in sorted({record.task for record in records}):
+        curves = {
+            _line_label(agent, runs[0].setting): (_headline_budget(runs), runs)
+            for (group_task, agent, _), runs in groups.items()
+            if group_task == task
+        }
+        path = results_dir / "plots" / f"learning_curves_{safe_file_name(task)}.png"
+        files.append(figures.plot_learning_curves(curves, path, task))
+    points = sensitivity_points(records)
+    if points:
+        files.append(results_dir / "sensitivity.csv")
+        atomic_write_text(files[-1], sensitivity_csv(points))
+        for key in swept_hyperparameters(records):
+            path = results_dir / "plots" / f"sensitivity_{safe_file_name(key)}.png"
+            files.append(figures.plot_sensitivity([p for p in points if p.hyperparameter == key], path, key))
+    return Report(rows, problems, files)
+
+
+def _line_label(agent: str, setting: str) -> str:
+    return f"{agent} {setting}".strip()
+
+
+def safe_file_name(text: str) -> str:
+    return _UNSAFE_FILE_CHARACTERS.sub("_", text)

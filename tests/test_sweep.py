@@ -1,0 +1,207 @@
+"""Grids of runs (`vgf.sweep`): grid expansion and sweep-file validation, and the Ray runner on a real local Ray
+instance with two tiny bandit runs and one that fails in its worker (retried once, reported, the others unaffected),
+then a relaunch that skips the finished runs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+
+import pytest
+from rich.console import Console
+
+from vgf.cli import SweepDisplay, main
+from vgf.sweep import Grid, GridError, RunSpec, load_sweep, parse_sweep, write_report
+
+# Each tiny run: 20 updates, evaluated at steps 10 and 20 with 2 episodes (compilation is most of its time).
+TINY = dict(steps=20, preset="bandit", eval_every=10, eval_episodes=2, eval_budgets=(0,))
+BENCH_FLAGS = ["--tasks", "bandit", "--seeds", "0", "--steps", "20", "--preset", "bandit", "--eval-every", "10",
+               "--eval-episodes", "2", "--eval-budgets", "0"]
+
+
+def minimal(**extra):
+    return {"agents": ["vgf"], "tasks": ["bandit"], "seeds": [0], "steps": 10, "preset": "bandit", **extra}
+
+
+# ----- grids and sweep files (no Ray) -----
+
+
+def test_grid_expands_hyperparameters_only_for_agents_that_have_them():
+    grid = Grid(agents=("vgf", "bc"), tasks=("bandit",), seeds=(0, 1), steps=100, preset="bandit",
+                overrides={"batch_size": 64}, hyperparameters={"vgf_alpha": (0.1, 0.5)})
+    specs = grid.runs()
+    assert [spec.name for spec in specs] == [
+        "vgf-bandit-s0-batch_size=64-vgf_alpha=0.1", "vgf-bandit-s1-batch_size=64-vgf_alpha=0.1",
+        "vgf-bandit-s0-batch_size=64-vgf_alpha=0.5", "vgf-bandit-s1-batch_size=64-vgf_alpha=0.5",
+        "bc-bandit-s0-batch_size=64", "bc-bandit-s1-batch_size=64",
+    ]
+    vgf_spec, bc_spec = specs[0], specs[-1]
+    assert vgf_spec.eval_budgets == (0, 1, 2, 4, 8)  # plus the bandit preset's default budget, 8
+    assert bc_spec.eval_budgets == (0,)  # BC does not use budgets
+    assert vgf_spec.eval_every == 10  # ten evaluations by default
+    settings = vgf_spec.train_settings("/results")
+    assert settings.run_dir == "/results/vgf-bandit-s0-batch_size=64-vgf_alpha=0.1"
+    assert settings.overrides == {"batch_size": 64, "vgf_alpha": 0.1}
+
+
+def test_run_names_are_file_safe():
+    spec = RunSpec(agent="vgf", task="bandit", seed=3, preset="bandit", steps=10, overrides=(("hidden_dims", (64, 64)),))
+    assert spec.name == "vgf-bandit-s3-hidden_dims=64x64"
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (minimal(agents=["vgf", "dqn"]), "agents: unknown agent 'dqn'"),
+        (minimal(tasks=["bandt"]), "tasks: unknown task 'bandt'"),
+        (minimal(preset="huge"), "preset: unknown preset 'huge'"),
+        (minimal(seeds=[0, "1"]), "seeds: expected a list of integers"),
+        (minimal(steps=0), "steps: must be > 0"),
+        (minimal(hyperparameters={"vgf_alpah": [0.1]}), "hyperparameters.vgf_alpah: no agent in `agents` has a config field"),
+        (minimal(hyperparameters={"vgf_alpha": [0.1, -1.0]}), "hyperparameters.vgf_alpha: value -1.0: invalid VGF config"),
+        (minimal(hyperparameters={"vgf_alpha": 0.1}), "hyperparameters.vgf_alpha: expected a non-empty list"),
+        (minimal(set={"num_particles": 0}), "set: invalid VGF config: num_particles=0"),
+        (minimal(eval={"episodes": 0}), "eval: eval_episodes must be > 0"),
+        (minimal(eval={"every": 10, "budget": [0]}), "eval: unknown key(s) ['budget']"),
+        (minimal(resources={"cpus": 0}), "resources: cpus must be > 0"),
+        (minimal(retries=-1), "retries: expected a non-negative integer"),
+        (minimal(step=10), "unknown key(s) ['step']"),
+        ({"agents": ["vgf"], "tasks": ["bandit"]}, "missing key(s) ['seeds', 'steps']"),
+        (["vgf"], "expected a mapping"),
+    ],
+)
+def test_sweep_file_errors_name_the_key(raw, message):
+    with pytest.raises(GridError) as error:
+        parse_sweep(raw, "my.yaml")
+    assert str(error.value).startswith("my.yaml: ")
+    assert message in str(error.value)
+
+
+def test_example_sweep_file_is_valid():
+    sweep = load_sweep(os.path.join(os.path.dirname(__file__), "..", "examples", "sweep.yaml"))
+    specs = sweep.grid.runs()
+    assert len(specs) == 3 + 2 * 2 * 3  # BC per seed; VGF per seed and hyperparameter combination
+    assert str(sweep.results_dir) == "runs/sweep-bandit" and sweep.retries == 1
+
+
+def test_yaml_lists_become_config_tuples(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("agents: [bc]\ntasks: [bandit]\nseeds: [0]\nsteps: 10\npreset: bandit\nhyperparameters:\n  hidden_dims: [[32, 32], [64]]\n")
+    sweep = load_sweep(path)
+    assert [spec.name for spec in sweep.grid.runs()] == ["bc-bandit-s0-hidden_dims=32x32", "bc-bandit-s0-hidden_dims=64"]
+    assert sweep.results_dir.name == "sweep-grid"
+
+
+def test_bench_errors_name_the_flag(capsys):
+    assert main(["bench", "--agents", "vgf,dqn", *BENCH_FLAGS]) == 2
+    assert "--agents: unknown agent 'dqn'" in capsys.readouterr().err
+
+
+def test_display_lists_runs_by_state():
+    from vgf.sweep.runner import RunState, RunStatus
+
+    statuses = [
+        RunStatus(RunSpec(agent="vgf", task="bandit", seed=0, **TINY), RunState.RUNNING, attempts=2, step=10),
+        RunStatus(RunSpec(agent="bc", task="bandit", seed=0, **TINY), RunState.DONE, attempts=1),
+        RunStatus(RunSpec(agent="bc", task="bandit", seed=1, **TINY), RunState.FAILED, attempts=2, error="boom"),
+    ]
+    console = Console(record=True, width=120)
+    display = SweepDisplay(console)
+    display.update(statuses)
+    console.print(display)
+    text = console.export_text()
+    assert "running    1  vgf-bandit-s0 (10/20, attempt 2)" in text
+    assert "done       1  bc-bandit-s0" in text and "failed     1  bc-bandit-s1" in text and "pending    0" in text
+    assert "2/3 runs finished" in text
+
+
+def write_run(results, spec, checkpoint_step, row, **stored_settings):
+    """A run directory as `train` leaves it (empty checkpoint files: only their names are read here)."""
+    run_dir = spec.run_dir(results)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / f"step_{checkpoint_step:09d}.msgpack").write_bytes(b"")
+    settings = {**dataclasses.asdict(spec.train_settings(results)), **stored_settings}
+    (run_dir / "config.json").write_text(json.dumps({"settings": settings}))
+    (run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+
+
+@pytest.mark.parametrize(
+    "checkpoint_step, row, stored, finished",
+    [
+        (20, {"step": 20, "eval/budget_0/success": 1.0}, {}, True),
+        (10, {"step": 10, "eval/budget_0/success": 1.0}, {}, False),  # interrupted: resumed, not skipped
+        (20, {"step": 20, "train/loss": 0.1}, {}, False),  # killed between its last checkpoint and evaluation row
+        (20, {"step": 20, "eval/budget_0/success": 1.0}, {"preset": "paper"}, False),  # another run: training says so
+    ],
+)
+def test_finished_runs_are_recognised(tmp_path, checkpoint_step, row, stored, finished):
+    from vgf.sweep.runner import is_finished
+
+    spec = RunSpec(agent="bc", task="bandit", seed=0, overrides=(("batch_size", 64),), **TINY)
+    write_run(tmp_path, spec, checkpoint_step, row, **stored)
+    assert is_finished(spec, tmp_path) is finished
+
+
+# ----- the runner on a real local Ray instance -----
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_runner_retries_a_failure_once_reports_it_and_skips_finished_runs(local_ray, tmp_path, capsys):
+    from vgf.sweep import RunState, run_grid
+
+    results = tmp_path / "results"
+    good = Grid(agents=("vgf", "bc"), tasks=("bandit",), seeds=(0,), **{k: v for k, v in TINY.items() if k != "eval_budgets"},
+                eval_budgets=(0,)).runs()
+    # Passes every check before launch, then fails in its worker: the dataset file does not exist.
+    broken = RunSpec(agent="bc", task="cube-single-play-singletask-task1", seed=0, data_dir=str(tmp_path / "no-data"), **TINY)
+    seen = []
+    statuses = run_grid([*good, broken], results, retries=1, on_change=lambda s: seen.append({x.spec.name: x.state for x in s}))
+
+    by_name = {status.spec.name: status for status in statuses}
+    assert [by_name[spec.name].state for spec in good] == [RunState.DONE, RunState.DONE]
+    assert all(by_name[spec.name].attempts == 1 for spec in good)
+    failed = by_name[broken.name]
+    assert (failed.state, failed.attempts) == (RunState.FAILED, 2)
+    assert "DatasetError" in failed.error
+    record = json.loads((results / broken.name / "failure.json").read_text())
+    assert [attempt["attempt"] for attempt in record["attempts"]] == [1, 2]
+    assert "in train_run" in record["attempts"][0]["traceback"] and "DatasetError" in record["attempts"][1]["traceback"]
+    assert any(snapshot[good[0].name] is RunState.RUNNING for snapshot in seen)  # reported while it ran
+
+    report = write_report(results)
+    rows = {(r["agent"], r["budget_choice"]): r for r in read_csv(results / "results.csv")}
+    assert set(rows) == {("vgf", "default"), ("vgf", "best"), ("bc", "only")}
+    assert rows[("vgf", "default")]["budget"] == "8" and rows[("vgf", "default")]["seeds"] == "1"
+    assert all(r["steps"] == "20" and float(r["success_last_std"]) == 0.0 for r in rows.values())
+    assert [problem.name for problem in report.problems] == [broken.name]
+    assert "failed after 2 attempt(s): DatasetError" in (results / "results.md").read_text()
+
+    # A relaunch trains nothing that finished: same files, same times; the failed run is tried (twice) again.
+    finished_files = [results / spec.name / name for spec in good for name in ("metrics.jsonl", "checkpoints/step_000000020.msgpack")]
+    times = [path.stat().st_mtime_ns for path in finished_files]
+    again = {status.spec.name: status for status in run_grid([*good, broken], results, retries=1)}
+    assert all(again[spec.name].skipped and again[spec.name].attempts == 0 for spec in good)
+    assert (again[broken.name].state, again[broken.name].attempts) == (RunState.FAILED, 2)
+    assert [path.stat().st_mtime_ns for path in finished_files] == times
+
+    # `vgf bench` over the same results directory: nothing left to train, so just the table (exit 1: a run failed).
+    capsys.readouterr()
+    assert main(["bench", "--agents", "vgf,bc", *BENCH_FLAGS, "--results-dir", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "skipping 2 finished run(s)" in out and "not in the table" in out
+    assert [path.stat().st_mtime_ns for path in finished_files] == times
