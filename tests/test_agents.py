@@ -25,7 +25,7 @@ from vgf.training import train_chunk
 
 
 def test_make_config_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown agent 'sac'.*bc, vgf"):
+    with pytest.raises(ValueError, match="unknown agent 'sac'.*avgf, bc, fql, iql, rebrac, rejection, vgf"):
         make_config("sac", "paper")
     with pytest.raises(ValueError, match="unknown preset 'huge'.*paper.*cpu-small.*bandit"):
         make_config("vgf", "huge")

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="refuse actions outside the action box (default: count them and warn)")
 
     tr = commands.add_parser("train", help="train an agent offline (then online with --online-steps)")
-    tr.add_argument("agent", nargs="?", help="vgf or bc")
+    tr.add_argument("agent", nargs="?", help="vgf, avgf, bc, iql, rebrac, fql or rejection")
     tr.add_argument("--task", help="e.g. cube-single-play-singletask-task1, or bandit")
     tr.add_argument("--preset", default="cpu-small")
     tr.add_argument("--steps", type=int, help="updates in all (default 10000; with --resume: the run's own)")
@@ -181,9 +181,11 @@ def training_progress(run_dir: str, total: int):
         seeds = int(row.get("seeds_together", 1))
         status = f"{row['updates_per_s']:.1f} upd/s" + (f" x {seeds} seeds (mean over seeds)" if seeds > 1 else "")
         for metric, label in (("success", "success"), ("normalized_score", "score")):
-            evals = {k.split("/")[1]: v for k, v in row.items() if k.endswith(f"/{metric}")}
+            evals = {k.split("/")[1]: v for k, v in row.items() if k.startswith("eval/") and k.endswith(f"/{metric}")}
             if evals:
                 status += f" | {label} " + " ".join(f"{b.split('_')[1]}:{v:.2f}" for b, v in evals.items())
+        if "online/success" in row:  # the exploration episodes of the online phase
+            status += f" | online episodes success {row['online/success']:.2f}"
         progress.update(task, completed=step, status=status)
 
     return progress, start, update
@@ -272,6 +274,7 @@ def budget_table(results: dict, title: str) -> Table:
 
 
 def cmd_eval(args) -> int:
+    from vgf.agents import get_agent
     from vgf.envs import make_env
     from vgf.evaluation import EnvPool, plot_budget_curve
     from vgf.training import evaluate_agent, load_run
@@ -279,7 +282,7 @@ def cmd_eval(args) -> int:
     if min(args.vgf_steps) < 0 or args.episodes <= 0:
         raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")
     settings, agent, step = load_run(Path(args.run_dir))
-    budgets = args.vgf_steps if settings.agent != "bc" else (0,)
+    budgets = args.vgf_steps if get_agent(settings.agent).USES_BUDGETS else (0,)
     began = time.perf_counter()
     with EnvPool(functools.partial(make_env, settings.task), workers=args.workers) as pool:
         results = evaluate_agent(agent, settings.task, budgets, args.episodes, args.seed, pool, progress=True)

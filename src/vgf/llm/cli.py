@@ -212,7 +212,7 @@ def cmd_llm(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vgf.llm.cli ...`: the same commands without the `vgf llm` prefix."""
-    parser = argparse.ArgumentParser(prog="vgf llm")
+    parser = argparse.ArgumentParser(prog="vgf")
     add_llm_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["llm", *(argv if argv is not None else sys.argv[1:])])
     return cmd_llm(args)
