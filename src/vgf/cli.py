@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("file", nargs="?", help="sweep YAML file (format: README, 'Benchmarks and sweeps')")
     sweep.add_argument("--results-dir", help="default: the file's results_dir")
     add_cluster_arguments(sweep)
+
+    from vgf.llm.cli import add_llm_commands  # argparse only: PyTorch loads when an llm command runs
+
+    add_llm_commands(commands)
     return parser
 
 
@@ -488,7 +492,17 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = show_warning  # one line each (e.g. a damaged checkpoint skipped on resume), no source lines
-    handlers = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "bench": cmd_bench, "sweep": cmd_sweep}
+    from vgf.llm.cli import cmd_llm
+
+    handlers = {
+        "data": cmd_data,
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "demo": cmd_demo,
+        "bench": cmd_bench,
+        "sweep": cmd_sweep,
+        "llm": cmd_llm,
+    }
     from vgf.data import DatasetError
     from vgf.training import TrainingDiverged
 
