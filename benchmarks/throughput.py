@@ -132,18 +132,22 @@ def timed(fn, *args):
 
 
 def parse_preset(spec: str):
-    """'paper' or 'cpu-small+bf16' -> (label, VGFConfig)."""
-    from vgf.agents import vgf
+    """'paper', 'cpu-small+bf16' or 'avgf:cpu-small' -> (label, agent module, config); the agent defaults to vgf."""
+    from vgf.agents import get_agent
 
-    name, *flags = spec.split("+")
-    if name not in vgf.PRESETS:
-        raise SystemExit(f"unknown preset {name!r}; valid: {', '.join(vgf.PRESETS)} (optionally with +bf16)")
-    config = vgf.PRESETS[name]
+    agent_name, _, rest = spec.rpartition(":")
+    if agent_name not in ("", "vgf", "avgf"):
+        raise SystemExit(f"unknown agent {agent_name!r} in {spec!r}: this benchmark times vgf and avgf")
+    module = get_agent(agent_name or "vgf")
+    name, *flags = rest.split("+")
+    if name not in module.PRESETS:
+        raise SystemExit(f"unknown preset {name!r}; valid: {', '.join(module.PRESETS)} (optionally with +bf16)")
+    config = module.PRESETS[name]
     for flag in flags:
         if flag != "bf16":
             raise SystemExit(f"unknown preset modifier +{flag} (only +bf16)")
         config = dataclasses.replace(config, bf16=True)
-    return spec, config.validate()
+    return spec, module, config.validate()
 
 
 def random_data(size: int, seed: int = 0) -> dict[str, jax.Array]:
@@ -249,11 +253,10 @@ def xla_update_flops(agent, batch, piece_fns) -> dict[str, float] | None:
 # ----------------------------------------------------------------------------------------------- training
 
 
-def bench_preset(label: str, config, data, quick: bool) -> None:
-    from vgf.agents import vgf
+def bench_preset(label: str, module, config, data, quick: bool) -> None:
     from vgf.training.offline import train_chunk
 
-    agent = vgf.create(config, OBS_DIM, ACTION_DIM, seed=0)
+    agent = module.create(config, OBS_DIM, ACTION_DIM, seed=0)
     B = config.batch_size
     heavy = analytic_flops(config)["total"] > 3e10  # the paper preset: ~1e11 FLOP per update
     chunk = (2 if heavy else 10) if not quick else (1 if heavy else 5)
@@ -341,13 +344,12 @@ def bench_preset(label: str, config, data, quick: bool) -> None:
         emit(f"{prefix}/rest_gflops", (flops - ref_flops - tr_flops) / rest_s / 1e9)
 
 
-def bench_seeds(label: str, config, data, seeds: int, quick: bool) -> None:
+def bench_seeds(label: str, module, config, data, seeds: int, quick: bool) -> None:
     """Seed-updates/s of `seeds` agents trained in one process by `train_chunk_seeds` (vmap over the stacked agent
     states, as `vgf train --seeds`), and its ratio to the one-seed `updates_per_s` measured just before."""
-    from vgf.agents import vgf
     from vgf.training.offline import chunk_key, train_chunk_seeds
 
-    create_all = jax.jit(jax.vmap(vgf.create, in_axes=(None, None, None, 0)), static_argnums=(0, 1, 2))
+    create_all = jax.jit(jax.vmap(module.create, in_axes=(None, None, None, 0)), static_argnums=(0, 1, 2))
     agents = create_all(config, OBS_DIM, ACTION_DIM, jnp.arange(seeds, dtype=jnp.int32))
     heavy = analytic_flops(config)["total"] > 3e10
     chunk = (1 if heavy else 5) if quick else (2 if heavy else 10)
@@ -420,7 +422,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~1 minute smoke run (cpu-small only, short evaluation)")
     parser.add_argument("--presets", default=None, help="comma-separated presets, '+bf16' suffix allowed "
-                        "(default: paper,cpu-small; with --quick: cpu-small)")
+                        "(default: paper,cpu-small,avgf:cpu-small; with --quick: cpu-small); avgf:PRESET times amortised VGF")
     parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per budget (default 50; --quick: 2)")
     parser.add_argument("--eval-max-steps", type=int, default=None,
                         help="cap on episode length (default: the env's own, 200 for cube-single; --quick: 50)")
@@ -434,7 +436,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, metavar="PATH", help="also write machine info, settings and figures here")
     args = parser.parse_args(argv)
 
-    presets = args.presets or ("cpu-small" if args.quick else "paper,cpu-small")
+    presets = args.presets or ("cpu-small" if args.quick else "paper,cpu-small,avgf:cpu-small")
     episodes = args.eval_episodes or (2 if args.quick else 50)
     max_steps = args.eval_max_steps or (50 if args.quick else None)
     seed_presets = {p.strip() for p in args.seed_presets.split(",")}
@@ -452,10 +454,10 @@ def main(argv=None) -> int:
     emit("matmul_gflops_bf16", matmul_gflops(1024, jnp.bfloat16, 0.5 if args.quick else 1.5))
 
     data = random_data(args.data_size)
-    for label, config in specs:
-        bench_preset(label, config, data, args.quick)
+    for label, module, config in specs:
+        bench_preset(label, module, config, data, args.quick)
         if args.seeds > 1 and label in seed_presets:
-            bench_seeds(label, config, data, args.seeds, args.quick)
+            bench_seeds(label, module, config, data, args.seeds, args.quick)
     del data
 
     if not args.no_eval:
@@ -501,7 +503,7 @@ def main(argv=None) -> int:
         pass
 
     if args.json:
-        settings = {"presets": [label for label, _ in specs], "quick": args.quick, "eval_episodes": episodes,
+        settings = {"presets": [label for label, _, _ in specs], "quick": args.quick, "eval_episodes": episodes,
                     "eval_max_steps": max_steps, "eval_workers": args.eval_workers, "task": args.task,
                     "data_size": args.data_size, "budgets": list(BUDGETS), "argv": sys.argv[1:]}
         directory = os.path.dirname(os.path.abspath(args.json))

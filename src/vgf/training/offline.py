@@ -227,9 +227,13 @@ def new_agents(settings: TrainSettings, config, obs_dim: int, action_dim: int, s
     One compiled `create` is faster to start than eager initialisation (which compiles every small op on its own), and
     the seed is traced, not static, so every seed shares that compilation; the values are those of eager `create`.
     """
-    create = get_agent(settings.agent).create
-    create_all = jax.jit(jax.vmap(create, in_axes=(None, None, None, 0)), static_argnums=(0, 1, 2))
-    return create_all(config, obs_dim, action_dim, jnp.asarray(seeds, dtype=jnp.int32))
+    return seeds_create(settings.agent)(config, obs_dim, action_dim, jnp.asarray(seeds, dtype=jnp.int32))
+
+
+@functools.lru_cache(maxsize=None)
+def seeds_create(agent: str) -> Callable:
+    """The agent's `create`, vmapped over seeds and jitted once per process (later runs reuse its compilations)."""
+    return jax.jit(jax.vmap(get_agent(agent).create, in_axes=(None, None, None, 0)), static_argnums=(0, 1, 2))
 
 
 def new_agent(settings: TrainSettings, config, obs_dim: int, action_dim: int):
