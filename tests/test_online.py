@@ -24,7 +24,7 @@ from vgf.training import (
     train,
 )
 from vgf.training.offline import train_seeds
-from vgf.training.online import OnlineEnvs, load_replay, replay_path, reward_scale
+from vgf.training.online import OnlineEnvs, load_replay, replay_path, reward_scale, save_online_checkpoint
 
 # Small networks keep compilation short; every run here shares this config, so it compiles once per session.
 ONLINE_BANDIT = dict(
@@ -65,6 +65,16 @@ def test_replay_buffer_inserts_wraps_and_counts():
     buffer = buffer.insert(marked_data(4, 10.0))  # 2 rows fill the buffer, 2 overwrite the oldest
     assert (int(buffer.size), int(buffer.position)) == (5, 2)
     np.testing.assert_array_equal(buffer.arrays["rewards"], [30, 40, -3, 10, 20])
+
+
+def test_a_replay_file_restores_into_a_larger_buffer(tmp_path):
+    full = ReplayBuffer.like(marked_data(1, 1.0), capacity=3).insert(marked_data(4, 1.0))  # wrapped: rows 4, 2, 3
+    save_online_checkpoint(tmp_path, 7, {"agent": jnp.zeros(1)}, full, keep=3)
+    larger = load_replay(tmp_path, 7, ReplayBuffer.like(marked_data(1, 1.0), capacity=5))  # --online-steps extended
+    assert (larger.capacity, int(larger.size), int(larger.position)) == (5, 3, 3)
+    np.testing.assert_array_equal(larger.arrays["rewards"], [2, 3, 4, 0, 0])
+    with pytest.raises(ValueError, match="no replay buffer beside it"):
+        load_replay(tmp_path, 8, larger)
 
 
 def test_sampling_styles_draw_from_the_right_sources():

@@ -170,9 +170,15 @@ def load_replay(checkpoint_dir: Path, step: int, template: ReplayBuffer) -> Repl
             f"delete {Path(checkpoint_dir) / f'step_{step:09d}.msgpack'} to resume from the one before"
         )
     try:
-        return serialization.from_bytes(template, path.read_bytes())
+        restored = serialization.from_bytes(template, path.read_bytes())
     except Exception as error:  # msgpack and structure errors carry no file name
         raise ValueError(f"replay buffer {path} cannot be restored: {error}") from error
+    if restored.capacity == template.capacity:
+        return restored
+    # A run resumed with more online steps: move the stored transitions, oldest first, into the larger buffer.
+    size = int(restored.size)
+    oldest_first = (int(restored.position) - size + np.arange(size)) % restored.capacity
+    return template.insert({name: array[oldest_first] for name, array in restored.arrays.items()})
 
 
 class OnlineEnvs:
