@@ -22,7 +22,8 @@ asynchronously):
   agent states, what `vgf train --seeds 0,1,2,3` runs), in seed-updates/s; `vmapped_seeds_speedup/<preset>/4_seeds`
   is that over the one-seed `updates_per_s/<preset>` (`--seeds N` changes the count, `--seeds 1` skips it).
 - `updates_per_s_ceiling/<preset>`: the most updates/s this machine could give if every FLOP of the update ran at
-  the measured `matmul_gflops`: `matmul_gflops / update_gflop` (a roofline bound, not a measurement).
+  the measured rate of the preset's hidden-layer product: `matmul_gflops/mlp/<preset> / update_gflop` (a roofline
+  bound, not a measurement).
 - `update_gflop/<preset>`: FLOPs of one update, from XLA's cost analysis (see `xla_update_flops` for how loops are
   counted) or, if that is unavailable, the analytic matmul count (`update_gflop_analytic/<preset>`, always shown).
   `update_gflops/<preset>` = that count x updates/s; `roofline_fraction/<preset>` = the same for the fastest chunk
@@ -331,7 +332,7 @@ def bench_preset(label: str, module, config, data, quick: bool) -> None:
          f"transport {analytic['transport'] / analytic['total']:.0%}, target Q {analytic['target_q'] / analytic['total']:.0%}, "
          f"critic step {analytic['critic_step'] / analytic['total']:.0%}, flow step {analytic['flow_step'] / analytic['total']:.0%}")
     emit(f"update_gflop/{label}", flops / 1e9)
-    emit(f"updates_per_s_ceiling/{label}", RESULTS["matmul_gflops"] * 1e9 / flops)
+    emit(f"updates_per_s_ceiling/{label}", RESULTS[f"matmul_gflops/mlp/{label}"] * 1e9 / flops)
     emit(f"update_gflops/{label}", flops * updates_per_s / 1e9)
     UPDATE_GFLOPS_BEST[label] = flops * chunk / min(times) / 1e9
     ref_flops = xla["reference"] if xla is not None else analytic["reference"]
