@@ -32,7 +32,7 @@ def refused(argv: list[str], capsys) -> str:
 
 UNKNOWN_NAMES = [
     (["--preset", "huge"], "unknown preset 'huge' for agent 'vgf'; valid presets: paper, paper-d4rl, cpu-small, bandit"),
-    (["--task", "cube-single-play-singletask-task9"], "unknown task 'cube-single-play-singletask-task9'; valid tasks are 'bandit' or"),
+    (["--task", "cube-single-play-singletask-task9"], "unknown task 'cube-single-play-singletask-task9'; valid tasks are 'bandit', 'd4rl:"),
     (["--set", "num_particle=4"], "unknown config field(s) ['num_particle'] for agent 'vgf'; valid fields: hidden_dims,"),
 ]
 BAD_NUMBERS = [
@@ -66,7 +66,7 @@ def test_unknown_names_list_the_valid_ones(flags, expected, no_work, tmp_path, c
 def test_unknown_agent_lists_the_valid_ones(no_work, tmp_path, capsys):
     argv = train_args(tmp_path / "run")
     argv[argv.index("vgf")] = "ppo"
-    assert "unknown agent 'ppo'; valid agents: bc, vgf" in refused(argv, capsys)
+    assert "unknown agent 'ppo'; valid agents: avgf, bc, fql, iql, rebrac, rejection, vgf" in refused(argv, capsys)
     assert not (tmp_path / "run").exists()
 
 
