@@ -18,6 +18,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from vgf.agents.train_state import adam_train_state
+from vgf.agents import vgf as vgf_agent
 from vgf.agents.vgf import VGFAgent, VGFConfig, nonpytree_field
 from vgf.core import MLP, CriticEnsemble, FlowVelocity, transport
 
@@ -44,22 +45,10 @@ class AVGFConfig(VGFConfig):
         return self
 
 
-# VGF's presets (same sources, see vgf.py) with the gradient network added.
+# VGF's presets (same sources, see vgf.py) with the gradient network's defaults added: derived, so the two agents
+# always compare at the same settings.
 PRESETS: dict[str, AVGFConfig] = {
-    "paper": AVGFConfig(),
-    "paper-d4rl": AVGFConfig(q_agg="min", train_vgf_steps=5, eval_vgf_steps=5, vgf_lr=0.1, vgf_alpha=0.1),
-    "cpu-small": AVGFConfig(hidden_dims=(256, 256, 256), num_particles=8, bc_flow_steps=5, train_vgf_steps=2),
-    "bandit": AVGFConfig(
-        hidden_dims=(128, 128),
-        discount=0.0,
-        num_particles=16,
-        bc_flow_steps=8,
-        train_vgf_steps=0,
-        eval_vgf_steps=8,
-        vgf_lr=0.1,
-        vgf_alpha=0.1,
-        learning_rate=1e-3,
-    ),
+    name: AVGFConfig(**dataclasses.asdict(config)) for name, config in vgf_agent.PRESETS.items()
 }
 
 
