@@ -232,3 +232,14 @@ def test_several_seeds_with_online_steps_are_refused(tmp_path):
     with pytest.raises(ValueError, match="one seed at a time"):
         train_seeds(group)
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_refuses_several_seeds_with_online_steps_before_training(tmp_path, capsys):
+    from vgf.cli import main
+
+    flags = ["train", "vgf", "--task", "bandit", "--preset", "bandit", "--steps", "10", "--online-steps", "10"]
+    assert main([*flags, "--seeds", "0,1", "--run-dir", str(tmp_path / "runs")]) == 2
+    captured = capsys.readouterr()
+    assert "one seed at a time" in captured.err
+    assert "training" not in captured.out  # no progress display was started
+    assert not (tmp_path / "runs").exists()

@@ -197,7 +197,7 @@ def training_progress(run_dir: str, total: int):
 
 def cmd_train(args) -> int:
     from vgf.training import TrainSettings, settings_from_run
-    from vgf.training.offline import train_seeds
+    from vgf.training.offline import check_seed_group, train_seeds
 
     if args.resume:
         settings, _, _ = settings_from_run(Path(args.resume))
@@ -233,6 +233,7 @@ def cmd_train(args) -> int:
             normalize_rewards=args.normalize_rewards,
         )
         group = [dataclasses.replace(settings, seed=seed, run_dir=seed_run_dir(args, seed)) for seed in args.seeds or (args.seed,)]
+    check_seed_group(group)  # refused before the progress display starts
     settings = group[0]
     progress, start, update = training_progress(", ".join(member.run_dir for member in group), settings.total_steps)
     with progress:

@@ -337,7 +337,13 @@ class SeedRun:
 
 
 def check_seed_group(group: list[TrainSettings]) -> None:
-    """Seeds trained together must differ only in their seed and run directory."""
+    """Valid settings for seeds trained together: each valid, differing only in seed and run directory, offline only."""
+    if not group:
+        raise ValueError("train_seeds needs at least one TrainSettings")
+    for settings in group:
+        settings.validate()
+    if len(group) > 1 and group[0].online_steps:
+        raise ValueError("online steps train one seed at a time: run one `vgf train --seed S` per seed instead of --seeds")
     seeds = [settings.seed for settings in group]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds trained together must be distinct, got {seeds}")
@@ -416,13 +422,7 @@ def train_seeds(
     raised at the end. `on_start(step)` is called with the step training starts from, `progress(step, steps, row)`
     after each logging step with the row averaged over seeds.
     """
-    if not group:
-        raise ValueError("train_seeds needs at least one TrainSettings")
-    for settings in group:
-        settings.validate()
     check_seed_group(group)
-    if len(group) > 1 and group[0].online_steps:
-        raise ValueError("online steps train one seed at a time: run one `vgf train --seed S` per seed instead of --seeds")
     settings = group[0]
     config = make_config(settings.agent, settings.preset, settings.overrides)
     spec = task_spec(settings.task)
