@@ -13,8 +13,10 @@ from vgf.sweep import write_report
 from vgf.sweep.report import collect_runs
 
 
-def fake_run(results_dir, agent, seed, evaluations, steps=100, overrides=None, default_budget=8, task="bandit", name=None):
-    """A run directory as `train` leaves it. `evaluations`: {step: {budget: success}}; the return is 10 x success."""
+def fake_run(results_dir, agent, seed, evaluations, steps=100, overrides=None, default_budget=8, task="bandit", name=None,
+             metric="success"):
+    """A run directory as `train` leaves it. `evaluations`: {step: {budget: score}}, written as `metric` (success,
+    or normalized_score as D4RL locomotion runs have it, without success); the return is 10 x score."""
     overrides = overrides or {}
     run_dir = results_dir / (name or f"{agent}-{task}-s{seed}" + "".join(f"-{k}={v}" for k, v in overrides.items()))
     run_dir.mkdir(parents=True)
@@ -25,8 +27,8 @@ def fake_run(results_dir, agent, seed, evaluations, steps=100, overrides=None, d
     for step, by_budget in sorted(evaluations.items()):
         rows.append({"step": step - 10, "train/critic_loss": 0.5})  # a training-only row
         row = {"step": step, "train/critic_loss": 0.4}
-        for budget, success in by_budget.items():
-            row.update({f"eval/budget_{budget}/success": success, f"eval/budget_{budget}/return": 10 * success,
+        for budget, score in by_budget.items():
+            row.update({f"eval/budget_{budget}/{metric}": score, f"eval/budget_{budget}/return": 10 * score,
                         f"eval/budget_{budget}/displacement": 0.1 * budget})
         rows.append(row)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -60,22 +62,22 @@ def test_table_has_mean_and_std_over_seeds_at_default_and_best_budget(bench_dir)
 
     default = rows[("vgf", "default")]  # budget 8: last 0.6 and 0.4, best evaluations 0.6 and 0.7
     assert (default["budget"], default["seeds"], default["steps"]) == ("8", "2", "100")
-    assert float(default["success_last_mean"]) == pytest.approx(0.5)
-    assert float(default["success_last_std"]) == pytest.approx(0.1)
-    assert float(default["success_best_mean"]) == pytest.approx(0.65)
-    assert float(default["success_best_std"]) == pytest.approx(0.05)
+    assert float(default["score_last_mean"]) == pytest.approx(0.5)
+    assert float(default["score_last_std"]) == pytest.approx(0.1)
+    assert float(default["score_best_mean"]) == pytest.approx(0.65)
+    assert float(default["score_best_std"]) == pytest.approx(0.05)
     assert float(default["return_last_mean"]) == pytest.approx(5.0)
 
     best = rows[("vgf", "best")]  # mean last success: budget 0 -> 0.2, 2 -> 0.8, 8 -> 0.5
     assert best["budget"] == "2"
-    assert float(best["success_last_mean"]) == pytest.approx(0.8)
-    assert float(best["success_last_std"]) == pytest.approx(0.1)
+    assert float(best["score_last_mean"]) == pytest.approx(0.8)
+    assert float(best["score_last_std"]) == pytest.approx(0.1)
 
     bc = rows[("bc", "only")]  # the unfinished seed 2 is left out
     assert (bc["budget"], bc["seeds"]) == ("0", "2")
-    assert float(bc["success_last_mean"]) == pytest.approx(0.4)
-    assert float(bc["success_best_mean"]) == pytest.approx(0.45)
-    assert float(bc["success_best_std"]) == pytest.approx(0.15)
+    assert float(bc["score_last_mean"]) == pytest.approx(0.4)
+    assert float(bc["score_best_mean"]) == pytest.approx(0.45)
+    assert float(bc["score_best_std"]) == pytest.approx(0.15)
 
     markdown = (bench_dir / "results.md").read_text()
     assert "| vgf | default: 8 | 2 | 100 | 0.500 ± 0.100 | 0.650 ± 0.050 | 5.000 ± 1.000 |" in markdown
@@ -117,16 +119,33 @@ def test_sensitivity_averages_over_seeds_and_other_settings(tmp_path):
     assert set(points) == {("num_particles", "vgf", "8"), ("num_particles", "vgf", "16"), ("vgf_alpha", "vgf", "0.1"), ("vgf_alpha", "vgf", "0.5")}
     low = points[("vgf_alpha", "vgf", "0.1")]
     assert low["runs"] == "3"
-    assert float(low["success_mean"]) == pytest.approx(0.4)
-    assert float(low["success_std"]) == pytest.approx(0.163299, abs=1e-6)
-    assert float(points[("vgf_alpha", "vgf", "0.5")]["success_mean"]) == pytest.approx(0.8)
-    assert float(points[("num_particles", "vgf", "8")]["success_mean"]) == pytest.approx(0.55)
+    assert float(low["score_mean"]) == pytest.approx(0.4)
+    assert float(low["score_std"]) == pytest.approx(0.163299, abs=1e-6)
+    assert float(points[("vgf_alpha", "vgf", "0.5")]["score_mean"]) == pytest.approx(0.8)
+    assert float(points[("num_particles", "vgf", "8")]["score_mean"]) == pytest.approx(0.55)
 
     settings = {r["setting"] for r in read_csv(tmp_path / "results.csv") if r["agent"] == "vgf"}
     assert settings == {"num_particles=8 vgf_alpha=0.1", "num_particles=16 vgf_alpha=0.1", "num_particles=8 vgf_alpha=0.5"}
     assert "| vgf | num_particles=8 vgf_alpha=0.5 | default: 8 | 2 | 100 | 0.800 ± 0.100 |" in (tmp_path / "results.md").read_text()
     for name in ("sensitivity_vgf_alpha.png", "sensitivity_num_particles.png", "learning_curves_bandit.png"):
         assert (tmp_path / "plots" / name) in report.files and (tmp_path / "plots" / name).stat().st_size > 0
+
+
+def test_d4rl_runs_are_scored_by_normalized_score(tmp_path):
+    task = "d4rl:hopper-medium-v2"
+    fake_run(tmp_path, "vgf", 0, {50: {0: 40.0, 5: 50.0}, 100: {0: 45.0, 5: 62.0}}, task=task, default_budget=5, metric="normalized_score")
+    fake_run(tmp_path, "vgf", 1, {50: {0: 42.0, 5: 48.0}, 100: {0: 47.0, 5: 58.0}}, task=task, default_budget=5, metric="normalized_score")
+    fake_run(tmp_path, "bc", 0, {100: {0: 44.0}}, task=task, metric="normalized_score")
+    report = write_report(tmp_path)
+    assert report.problems == []
+    rows = {(r["agent"], r["budget_choice"]): r for r in read_csv(tmp_path / "results.csv")}
+    assert set(rows) == {("bc", "only"), ("vgf", "default"), ("vgf", "best")}
+    assert rows[("vgf", "default")]["metric"] == "normalized_score"
+    assert float(rows[("vgf", "default")]["score_last_mean"]) == pytest.approx(60.0)
+    assert float(rows[("vgf", "default")]["score_best_std"]) == pytest.approx(2.0)
+    markdown = (tmp_path / "results.md").read_text()
+    assert "normalized score (last)" in markdown and "success (last)" not in markdown
+    assert "| vgf | default: 5 | 2 | 100 | 60.000 ± 2.000 | 60.000 ± 2.000 | 600.000 ± 20.000 |" in markdown
 
 
 def test_collect_runs_skips_folders_that_are_not_runs(tmp_path):

@@ -187,7 +187,7 @@ def test_runner_retries_a_failure_once_reports_it_and_skips_finished_runs(local_
     rows = {(r["agent"], r["budget_choice"]): r for r in read_csv(results / "results.csv")}
     assert set(rows) == {("vgf", "default"), ("vgf", "best"), ("bc", "only")}
     assert rows[("vgf", "default")]["budget"] == "8" and rows[("vgf", "default")]["seeds"] == "1"
-    assert all(r["steps"] == "20" and float(r["success_last_std"]) == 0.0 for r in rows.values())
+    assert all(r["steps"] == "20" and float(r["score_last_std"]) == 0.0 for r in rows.values())
     assert [problem.name for problem in report.problems] == [broken.name]
     assert "failed after 2 attempt(s): DatasetError" in (results / "results.md").read_text()
 

@@ -389,11 +389,15 @@ class SweepDisplay:
 
 
 def score_tables(rows, title: str) -> list[Table]:
-    """One table per task: success rate, mean ± std over seeds, at the last and the best evaluation."""
+    """One table per task: success rate (D4RL: normalized score), mean ± std over seeds, at the last and the best
+    evaluation."""
+    from vgf.sweep.report import SCORE_LABELS
+
     tables = []
     with_settings = any(row.setting for row in rows)
     for task in sorted({row.task for row in rows}):
-        table = Table(title=f"{title}: {task}", caption="success rate, mean ± std over seeds; headline: last evaluation",
+        score = " / ".join(sorted({SCORE_LABELS[row.metric] for row in rows if row.task == task}))
+        table = Table(title=f"{title}: {task}", caption=f"{score}, mean ± std over seeds; headline: last evaluation",
                       box=box.SIMPLE_HEAD, pad_edge=False)
         for column in ("agent", *(["setting"] if with_settings else []), "budget", "seeds", "steps", "last", "best eval"):
             names = column in ("agent", "setting")
@@ -401,7 +405,7 @@ def score_tables(rows, title: str) -> list[Table]:
         for row in (row for row in rows if row.task == task):
             table.add_row(
                 row.agent, *([row.setting] if with_settings else []), row.budget_label, str(row.seeds), str(row.steps),
-                f"{row.success_last_mean:.2f} ± {row.success_last_std:.2f}", f"{row.success_best_mean:.2f} ± {row.success_best_std:.2f}",
+                f"{row.score_last_mean:.2f} ± {row.score_last_std:.2f}", f"{row.score_best_mean:.2f} ± {row.score_best_std:.2f}",
             )
         tables.append(table)
     return tables

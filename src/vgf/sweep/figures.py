@@ -37,11 +37,15 @@ def _seed_curve(runs: list[RunRecord], budget: int, metric: str) -> tuple[np.nda
     return np.asarray(steps), values.mean(axis=0), values.std(axis=0)
 
 
+SCORE_AXIS_LABELS = {"success": "success rate", "normalized_score": "D4RL normalized score"}
+
+
 def plot_learning_curves(lines: dict[str, tuple[int, list[RunRecord]]], path: Path, task: str) -> Path:
-    """Success and return against step for one task: one line per label (agent and setting) at its budget, mean
-    over seeds with a ± std band."""
+    """Score (success rate or D4RL normalised score) and return against step for one task: one line per label
+    (agent and setting) at its budget, mean over seeds with a ± std band."""
     figure, axes = _figure(2)
-    for ax, metric, label in zip(axes, ("success", "episode_return"), ("success rate", "return")):
+    metric_name = next(iter(lines.values()))[1][0].metric
+    for ax, metric, label in zip(axes, ("score", "episode_return"), (SCORE_AXIS_LABELS[metric_name], "return")):
         for index, (name, (budget, runs)) in enumerate(lines.items()):
             steps, mean, std = _seed_curve(runs, budget, metric)
             color = f"C{index % 10}"
@@ -50,8 +54,9 @@ def plot_learning_curves(lines: dict[str, tuple[int, list[RunRecord]]], path: Pa
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        if metric == "success":
-            ax.set_ylim(-0.05, 1.05)
+        if metric == "score":
+            if metric_name == "success":
+                ax.set_ylim(-0.05, 1.05)
             ax.legend(fontsize=7)
     figure.suptitle(f"{task}: mean ± std over seeds")
     return _save(figure, path)
@@ -62,7 +67,7 @@ def _is_number(value) -> bool:
 
 
 def plot_sensitivity(points: list[SensitivityPoint], path: Path, hyperparameter: str) -> Path:
-    """Last success against the values of one hyperparameter: a panel per task, a line per agent, error bars of
+    """Last score against the values of one hyperparameter: a panel per task, a line per agent, error bars of
     one std over seeds and the other hyperparameters' settings."""
     tasks = sorted({p.task for p in points})
     figure, axes = _figure(len(tasks), width=4.5)
@@ -72,7 +77,7 @@ def plot_sensitivity(points: list[SensitivityPoint], path: Path, hyperparameter:
         for index, agent in enumerate(sorted({p.agent for p in points if p.task == task})):
             line = [p for p in points if p.task == task and p.agent == agent]
             x = [p.value if numeric else categories.index(format_value(p.value)) for p in line]
-            ax.errorbar(x, [p.success_mean for p in line], yerr=[p.success_std for p in line], color=f"C{index % 10}",
+            ax.errorbar(x, [p.score_mean for p in line], yerr=[p.score_std for p in line], color=f"C{index % 10}",
                         marker="o", capsize=3, label=agent)
         values = sorted({p.value for p in points}) if numeric else None
         if numeric and min(values) > 0 and max(values) / min(values) >= 10:
@@ -80,8 +85,10 @@ def plot_sensitivity(points: list[SensitivityPoint], path: Path, hyperparameter:
         if not numeric:
             ax.set_xticks(range(len(categories)), categories)
         ax.set_xlabel(hyperparameter)
-        ax.set_ylabel("success rate (last evaluation)")
-        ax.set_ylim(-0.05, 1.05)
+        metric = next(p.metric for p in points if p.task == task)
+        ax.set_ylabel(f"{SCORE_AXIS_LABELS[metric]} (last evaluation)")
+        if metric == "success":
+            ax.set_ylim(-0.05, 1.05)
         ax.set_title(task)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

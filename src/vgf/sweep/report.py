@@ -2,10 +2,11 @@
 hyperparameter sensitivity plots. Reads only `config.json`, `metrics.jsonl` and `failure.json` files, so any results
 directory can be reported again (`vgf bench --report`, `vgf sweep --report`) without training or Ray.
 
-Scores are success rates, mean ± standard deviation over seeds (population std, ddof=0, so one seed gives 0):
-at the last evaluation (the headline) and at each run's best evaluation, labelled. Agents with transport budgets
-are shown at their default budget (their config's `eval_vgf_steps`) and at the budget with the highest mean last
-success (ties go to the higher mean return, then the smaller budget).
+A run's score is its D4RL normalised score where its evaluations have one (D4RL tasks), else its success rate.
+Scores are the mean ± standard deviation over seeds (population std, ddof=0, so one seed gives 0): at the last
+evaluation (the headline) and at each run's best evaluation, labelled. Agents with transport budgets are shown at
+their default budget (their config's `eval_vgf_steps`) and at the budget with the highest mean last score (ties go
+to the higher mean return, then the smaller budget).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ import numpy as np
 from vgf.sweep.grid import format_value
 from vgf.training.checkpoint import atomic_write_text
 
-_EVAL_SUCCESS = re.compile(r"^eval/budget_(\d+)/success$")
+_EVAL_METRIC = re.compile(r"^eval/budget_(\d+)/(success|normalized_score)$")
+SCORE_LABELS = {"success": "success", "normalized_score": "normalized score"}
 _UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     step: int
-    success: float
+    score: float  # the run's `metric` at this evaluation
     episode_return: float
 
 
@@ -48,6 +50,7 @@ class RunRecord:
     steps: int
     default_budget: int | None  # the config's eval_vgf_steps; None for agents without one
     evaluations: dict[int, tuple[Evaluation, ...]]
+    metric: str = "success"  # what Evaluation.score holds: 'success' or 'normalized_score' (D4RL tasks)
 
     @property
     def setting(self) -> str:
@@ -80,11 +83,13 @@ def read_run(run_dir: Path) -> RunRecord | Problem:
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     except (json.JSONDecodeError, KeyError, IndexError) as error:
         return Problem(run_dir.name, f"unreadable run files: {type(error).__name__}: {error}")
+    found = {match.group(2) for row in rows for key in row if (match := _EVAL_METRIC.match(key))}
+    metric = "normalized_score" if "normalized_score" in found else "success"
     evaluations: dict[int, list[Evaluation]] = defaultdict(list)
     for row in sorted(rows, key=lambda row: row["step"]):
         for key in row:
-            match = _EVAL_SUCCESS.match(key)
-            if match:
+            match = _EVAL_METRIC.match(key)
+            if match and match.group(2) == metric:
                 budget = int(match.group(1))
                 episode_return = _number(row.get(f"eval/budget_{budget}/return"))
                 evaluations[budget].append(Evaluation(row["step"], _number(row[key]), episode_return))
@@ -100,6 +105,7 @@ def read_run(run_dir: Path) -> RunRecord | Problem:
         steps=last_step,
         default_budget=info.get("agent_config", {}).get("eval_vgf_steps"),
         evaluations={budget: tuple(evals) for budget, evals in sorted(evaluations.items())},
+        metric=metric,
     )
 
 
@@ -131,10 +137,11 @@ class ScoreRow:
     budget: int
     seeds: int
     steps: int
-    success_last_mean: float
-    success_last_std: float
-    success_best_mean: float
-    success_best_std: float
+    metric: str  # 'success' or 'normalized_score'
+    score_last_mean: float
+    score_last_std: float
+    score_best_mean: float
+    score_best_std: float
     return_last_mean: float
     return_last_std: float
 
@@ -163,11 +170,11 @@ def _common_budgets(runs: list[RunRecord]) -> list[int]:
 
 
 def best_budget(runs: list[RunRecord]) -> int:
-    """The budget with the highest mean last success over seeds (then mean last return, then the smaller budget)."""
+    """The budget with the highest mean last score over seeds (then mean last return, then the smaller budget)."""
 
     def rank(budget: int) -> tuple[float, float, int]:
         last = [run.evaluations[budget][-1] for run in runs]
-        return float(np.mean([e.success for e in last])), float(np.mean([e.episode_return for e in last])), -budget
+        return float(np.mean([e.score for e in last])), float(np.mean([e.episode_return for e in last])), -budget
 
     return max(_common_budgets(runs), key=rank)
 
@@ -187,7 +194,7 @@ def score_rows(records: list[RunRecord]) -> list[ScoreRow]:
     for (task, agent, _), runs in _group(records).items():
         for choice, budget in shown_budgets(runs):
             last = [run.evaluations[budget][-1] for run in runs]
-            best = [max(e.success for e in run.evaluations[budget]) for run in runs]
+            best = [max(e.score for e in run.evaluations[budget]) for run in runs]
             rows.append(
                 ScoreRow(
                     task,
@@ -197,7 +204,8 @@ def score_rows(records: list[RunRecord]) -> list[ScoreRow]:
                     budget,
                     len(runs),
                     min(run.steps for run in runs),
-                    *_mean_std([e.success for e in last]),
+                    runs[0].metric,
+                    *_mean_std([e.score for e in last]),
                     *_mean_std(best),
                     *_mean_std([e.episode_return for e in last]),
                 )
@@ -212,8 +220,9 @@ class SensitivityPoint:
     agent: str
     value: Any
     runs: int
-    success_mean: float
-    success_std: float
+    metric: str
+    score_mean: float
+    score_std: float
 
 
 def swept_hyperparameters(records: list[RunRecord]) -> list[str]:
@@ -231,19 +240,21 @@ def _headline_budget(runs: list[RunRecord]) -> int:
 
 
 def sensitivity_points(records: list[RunRecord]) -> list[SensitivityPoint]:
-    """Last success at each run's headline budget, against each swept hyperparameter: mean ± std over all runs
+    """Last score at each run's headline budget, against each swept hyperparameter: mean ± std over all runs
     with that value (seeds and the other hyperparameters' settings), per task and agent."""
     headline = {run.name: _headline_budget(runs) for runs in _group(records).values() for run in runs}
     points = []
     for key in swept_hyperparameters(records):
         buckets: dict[tuple[str, str, Any], list[float]] = defaultdict(list)
+        metrics = {}
         for record in records:
             overrides = dict(record.overrides)
             if key in overrides:
-                success = record.evaluations[headline[record.name]][-1].success
-                buckets[(record.task, record.agent, overrides[key])].append(success)
-        for (task, agent, value), successes in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1], _sort_key(kv[0][2]))):
-            points.append(SensitivityPoint(key, task, agent, value, len(successes), *_mean_std(successes)))
+                score = record.evaluations[headline[record.name]][-1].score
+                buckets[(record.task, record.agent, overrides[key])].append(score)
+                metrics[record.task] = record.metric
+        for (task, agent, value), scores in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1], _sort_key(kv[0][2]))):
+            points.append(SensitivityPoint(key, task, agent, value, len(scores), metrics[task], *_mean_std(scores)))
     return points
 
 
@@ -283,24 +294,26 @@ def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str) 
     lines = [
         f"# {title}",
         "",
-        "Success rate, mean ± std over seeds (population std). **last**: at the final evaluation (the headline); "
-        "**best eval**: each seed's best evaluation. Budget agents are shown at their default transport budget "
-        "(the config's `eval_vgf_steps`) and at the budget with the highest mean last success.",
+        "Success rate (D4RL tasks: D4RL normalized score), mean ± std over seeds (population std). **last**: at the "
+        "final evaluation (the headline); **best eval**: each seed's best evaluation. Budget agents are shown at their "
+        "default transport budget (the config's `eval_vgf_steps`) and at the budget with the highest mean last score.",
     ]
     with_settings = any(row.setting for row in rows)
-    header = ["agent", *(["setting"] if with_settings else []), "budget", "seeds", "steps",
-              "success (last)", "success (best eval)", "return (last)"]
     for task in sorted({row.task for row in rows}):
+        task_rows = [r for r in rows if r.task == task]
+        score = " / ".join(sorted({SCORE_LABELS[r.metric] for r in task_rows}))
+        header = ["agent", *(["setting"] if with_settings else []), "budget", "seeds", "steps",
+                  f"{score} (last)", f"{score} (best eval)", "return (last)"]
         lines += ["", f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row in (r for r in rows if r.task == task):
+        for row in task_rows:
             cells = [
                 row.agent,
                 *([row.setting or "(preset)"] if with_settings else []),
                 row.budget_label,
                 str(row.seeds),
                 str(row.steps),
-                _pm(row.success_last_mean, row.success_last_std),
-                _pm(row.success_best_mean, row.success_best_std),
+                _pm(row.score_last_mean, row.score_last_std),
+                _pm(row.score_best_mean, row.score_best_std),
                 f"{row.return_last_mean:.3f} ± {row.return_last_std:.3f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
