@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,13 @@ def resume_args(run_dir: Path) -> list[str]:
     return ["train", "--resume", str(run_dir)]
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default. A shell without job control starts background commands (a test
+    suite run with `&`) with SIGINT ignored, their children inherit that, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class CLI:
     """Starts `python -m vgf.cli ...` with a shared JAX compilation cache, so only the first run pays for compiling."""
 
@@ -51,7 +59,10 @@ class CLI:
         log = self.work_dir / f"run{self.count}"
         env = {**os.environ, "JAX_PLATFORMS": "cpu", **(self.cache if cached else {})}
         with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:  # the child keeps its own copies
-            process = subprocess.Popen([sys.executable, "-m", "vgf.cli", *args], cwd=self.work_dir, env=env, stdout=out, stderr=err)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "vgf.cli", *args], cwd=self.work_dir, env=env, stdout=out, stderr=err,
+                preexec_fn=default_sigint,
+            )
         process.log = log
         return process
 
