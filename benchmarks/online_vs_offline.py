@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 
 def success_curve(run_dir: Path, budget: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
-    """(steps, success, standard error, first online step or None) from a run's metrics.jsonl."""
+    """(steps, success, standard error, switch step) from a run directory; the switch is None for an offline run."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     settings = json.loads((run_dir / "config.json").read_text())["settings"]
     key = f"eval/budget_{budget}/success"
