@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 _SUCCESS_COLOR = "tab:blue"
 _RETURN_COLOR = "tab:orange"
 _DISPLACEMENT_COLOR = "tab:green"
-_CURVE_LABELS = {"success": "success rate", "return": "return", "normalized_score": "D4RL normalized score"}
+CURVE_LABELS = {"success": "success rate", "return": "return", "normalized_score": "D4RL normalized score"}
 _EVAL_KEY = re.compile(r"^eval/budget_(?P<budget>\d+)/(?P<metric>[^/]+)$")
 
 
@@ -136,11 +136,11 @@ def plot_learning_curve(
     for row in rows:
         for key in row:
             match = _EVAL_KEY.match(key)
-            if match and match.group("metric") in _CURVE_LABELS:
+            if match and match.group("metric") in CURVE_LABELS:
                 found.add(int(match.group("budget")))
                 found_metrics.add(match.group("metric"))
     budgets = sorted(found) if budget_keys is None else [_budget_label(k) for k in budget_keys]
-    metrics = [metric for metric in _CURVE_LABELS if metric in found_metrics] or ["success", "return"]
+    metrics = [metric for metric in CURVE_LABELS if metric in found_metrics] or ["success", "return"]
     fig, axes = _new_figure(len(metrics))
     colors = [f"C{k % 10}" for k in range(len(budgets))]
     for ax, metric in zip(axes, metrics):
@@ -165,7 +165,7 @@ def plot_learning_curve(
         if marker_step is not None:
             ax.axvline(marker_step, color="k", linestyle="--", linewidth=1, label="online start")
         ax.set_xlabel("step")
-        ax.set_ylabel(_CURVE_LABELS[metric])
+        ax.set_ylabel(CURVE_LABELS[metric])
         if metric == "success":
             ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)

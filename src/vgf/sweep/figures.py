@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vgf.evaluation.plots import CURVE_LABELS
 from vgf.sweep.grid import format_value
 
 if TYPE_CHECKING:
@@ -37,15 +38,12 @@ def _seed_curve(runs: list[RunRecord], budget: int, metric: str) -> tuple[np.nda
     return np.asarray(steps), values.mean(axis=0), values.std(axis=0)
 
 
-SCORE_AXIS_LABELS = {"success": "success rate", "normalized_score": "D4RL normalized score"}
-
-
 def plot_learning_curves(lines: dict[str, tuple[int, list[RunRecord]]], path: Path, task: str) -> Path:
     """Score (success rate or D4RL normalised score) and return against step for one task: one line per label
     (agent and setting) at its budget, mean over seeds with a ± std band."""
     figure, axes = _figure(2)
     metric_name = next(iter(lines.values()))[1][0].metric
-    for ax, metric, label in zip(axes, ("score", "episode_return"), (SCORE_AXIS_LABELS[metric_name], "return")):
+    for ax, metric, label in zip(axes, ("score", "episode_return"), (CURVE_LABELS[metric_name], "return")):
         for index, (name, (budget, runs)) in enumerate(lines.items()):
             steps, mean, std = _seed_curve(runs, budget, metric)
             color = f"C{index % 10}"
@@ -86,7 +84,7 @@ def plot_sensitivity(points: list[SensitivityPoint], path: Path, hyperparameter:
             ax.set_xticks(range(len(categories)), categories)
         ax.set_xlabel(hyperparameter)
         metric = next(p.metric for p in points if p.task == task)
-        ax.set_ylabel(f"{SCORE_AXIS_LABELS[metric]} (last evaluation)")
+        ax.set_ylabel(f"{CURVE_LABELS[metric]} (last evaluation)")
         if metric == "success":
             ax.set_ylim(-0.05, 1.05)
         ax.set_title(task)
