@@ -13,6 +13,9 @@ import jax
 import numpy as np
 import pytest
 
+from vgf.agents import make_config, with_test_time_settings
+from vgf.agents import iql
+from vgf.cli import main
 from vgf.data import Dataset, generate_ogbench_dataset, make_bandit_dataset
 from vgf.training import TrainingDiverged, TrainSettings, list_checkpoints, load_checkpoint, load_run, train
 
@@ -118,6 +121,36 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         train_b = {k: v for k, v in b.items() if k.startswith(("train/", "eval/"))}
         assert any(k.startswith("train/") for k in train_a)
         assert train_a == train_b, (a["step"], train_a, train_b)
+
+
+def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(TrainSettings(agent="vgf", run_dir=str(run_dir), steps=20, **BANDIT), dataset=make_bandit_dataset())
+    trained = read_rows(run_dir)[-1]
+    common = ["eval", str(run_dir), "--vgf-steps", "0,8", "--episodes", "100"]
+    assert main([*common, "--set", "vgf_lr=0"]) == 0
+    still = json.loads((run_dir / "eval" / "budgets_step20-vgf_lr=0.json").read_text())
+    assert still["test_time_settings"] == {"vgf_lr": 0}
+    assert (run_dir / "plots" / "budget_curve-vgf_lr=0.png").exists()
+    assert trained["eval/budget_8/displacement"] > 0.01  # the trained step size moves the particles
+    assert still["results"]["8"]["displacement"] == 0.0  # a zero step size leaves every particle where it was sampled
+
+    capsys.readouterr()
+    for setting, words in [
+        ("hidden_dims=(8,)", "['hidden_dims'] cannot change after training for agent 'vgf'; test-time fields: num_particles,"),
+        ("num_particles=2.5", "num_particles must be int, got 2.5"),
+        ("vgf_alpha=-1", "invalid VGF config: vgf_alpha=-1.0"),
+    ]:
+        assert main([*common, "--set", setting]) == 2
+        assert words in " ".join(capsys.readouterr().err.split())
+    assert [p.name for p in (run_dir / "eval").iterdir()] == ["budgets_step20-vgf_lr=0.json"]
+
+
+def test_agents_with_a_trained_actor_have_no_test_time_settings():
+    agent = iql.create(make_config("iql", "cpu-small", {"hidden_dims": (8,)}), obs_dim=3, action_dim=2)
+    assert with_test_time_settings("iql", agent, {}) is agent
+    with pytest.raises(ValueError, match=r"test-time fields: none: its actor is a trained network"):
+        with_test_time_settings("iql", agent, {"expectile": 0.7})
 
 
 def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -1,4 +1,4 @@
-"""Agents: each module holds its Config, PRESETS, USES_BUDGETS, create(), and an agent with update() and act().
+"""Agents: each module holds its Config, PRESETS, USES_BUDGETS, TEST_TIME_FIELDS, create(), and an agent with update() and act().
 
 VGF and its amortised variant (avgf) honour per-state transport budgets; bc, rejection sampling (VGF without
 transport) and the baselines fql, iql and rebrac ignore them.
@@ -54,6 +54,27 @@ def make_config(agent: str, preset: str, overrides: dict | None = None):
     return dataclasses.replace(config, **overrides).validate()
 
 
+def with_test_time_settings(agent_name: str, agent, settings: dict):
+    """`agent` acting with some config fields changed (transport step size, particle count, ...); its networks are kept.
+
+    Only the agent's TEST_TIME_FIELDS may change: the others shape its networks or only matter in training.
+    """
+    if not settings:
+        return agent
+    allowed = get_agent(agent_name).TEST_TIME_FIELDS
+    refused = sorted(set(settings) - set(allowed))
+    if refused:
+        choices = ", ".join(allowed) if allowed else "none: its actor is a trained network"
+        raise ValueError(f"{refused} cannot change after training for agent {agent_name!r}; test-time fields: {choices}")
+    for name, value in settings.items():
+        expected = type(getattr(agent.config, name))
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            if not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
+                raise ValueError(f"{name} must be {expected.__name__}, got {value!r}")
+    settings = {name: float(value) if isinstance(getattr(agent.config, name), float) else value for name, value in settings.items()}
+    return agent.replace(config=dataclasses.replace(agent.config, **settings).validate())
+
+
 def config_from_dict(agent: str, values: dict):
     """Rebuild an agent config from its JSON form (lists become tuples)."""
     cls = CONFIG_CLASSES[get_agent(agent).__name__.rsplit(".", 1)[-1]]
@@ -61,4 +82,4 @@ def config_from_dict(agent: str, values: dict):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}).validate()
 
 
-__all__ = ["AGENTS", "config_from_dict", "get_agent", "make_config"]
+__all__ = ["AGENTS", "config_from_dict", "get_agent", "make_config", "with_test_time_settings"]

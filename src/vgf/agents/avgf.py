@@ -23,6 +23,8 @@ from vgf.agents.vgf import VGFAgent, VGFConfig, nonpytree_field
 from vgf.core import MLP, CriticEnsemble, FlowVelocity, transport
 
 USES_BUDGETS = True  # whether `act` honours per-state transport budgets
+# Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
+TEST_TIME_FIELDS: tuple[str, ...] = (*vgf_agent.TEST_TIME_FIELDS, "particle_grad_clip")
 
 
 @dataclasses.dataclass(frozen=True)

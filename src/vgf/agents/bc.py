@@ -40,6 +40,8 @@ class BCConfig:
 
 
 USES_BUDGETS = False  # whether `act` honours per-state transport budgets
+# Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
+TEST_TIME_FIELDS: tuple[str, ...] = ("bc_flow_steps",)
 
 PRESETS: dict[str, BCConfig] = {
     "paper": BCConfig(),

@@ -23,6 +23,8 @@ from vgf.agents.vgf import nonpytree_field
 from vgf.core import MLP, CriticEnsemble, FlowVelocity, aggregate_ensemble, critic_loss, flow_matching_loss, sample_flow
 
 USES_BUDGETS = False  # whether `act` honours per-state transport budgets
+# Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
+TEST_TIME_FIELDS: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ from vgf.agents.vgf import nonpytree_field
 from vgf.core import MLP, CriticEnsemble, critic_loss, expectile_loss
 
 USES_BUDGETS = False  # whether `act` honours per-state transport budgets
+# Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
+TEST_TIME_FIELDS: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ from vgf.agents.vgf import VGFAgent, nonpytree_field
 from vgf.core import CriticEnsemble, FlowVelocity, aggregate_ensemble, critic_loss, select_particles
 
 USES_BUDGETS = False  # whether `act` honours per-state transport budgets
+# Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
+TEST_TIME_FIELDS: tuple[str, ...] = ("num_particles", "bc_flow_steps", "q_agg", "eval_particle_select", "softmax_temperature")
 
 
 @dataclasses.dataclass(frozen=True)

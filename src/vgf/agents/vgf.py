@@ -84,6 +84,8 @@ class VGFConfig:
 
 
 USES_BUDGETS = True  # whether `act` honours per-state transport budgets
+# Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
+TEST_TIME_FIELDS: tuple[str, ...] = ("num_particles", "bc_flow_steps", "vgf_lr", "vgf_alpha", "q_agg", "eval_particle_select", "softmax_temperature")
 
 # Reference defaults (../shared/METHOD.md, taken from the authors' run scripts).
 PRESETS: dict[str, VGFConfig] = {
