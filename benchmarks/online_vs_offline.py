@@ -42,11 +42,17 @@ def main() -> None:
     for index, run_dir in enumerate(map(Path, args.run_dirs)):
         steps, success, sem, switch = success_curve(run_dir, args.budget)
         color = f"C{index % 10}"
-        ax.plot(steps, success, color=color, marker="o", markersize=3, label=run_dir.name)
-        ax.fill_between(steps, success - sem, success + sem, color=color, alpha=0.12, linewidth=0)
-        if switch is not None:
-            ax.axvline(switch, color=color, linestyle="--", linewidth=1)
-    ax.set_xlabel("update step (dashed: the run's switch to online)")
+        if switch is None:
+            ax.plot(steps, success, color=color, marker="o", markersize=3, label=run_dir.name)
+            ax.fill_between(steps, success - sem, success + sem, color=color, alpha=0.12, linewidth=0)
+            continue
+        # The offline phase is faded: runs switched from copies of one offline run would otherwise hide each other.
+        offline, online = steps <= switch, steps >= switch
+        ax.plot(steps[offline], success[offline], color=color, linewidth=0.8, alpha=0.35)
+        ax.plot(steps[online], success[online], color=color, marker="o", markersize=3, label=run_dir.name)
+        ax.fill_between(steps[online], (success - sem)[online], (success + sem)[online], color=color, alpha=0.12, linewidth=0)
+        ax.axvline(switch, color=color, linestyle="--", linewidth=1)
+    ax.set_xlabel("update step (dashed: a run's switch to online; faded: its offline phase)")
     ax.set_ylabel(f"success rate, budget {args.budget} (± 1 s.e.)")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
