@@ -137,7 +137,7 @@ def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_pat
 
     capsys.readouterr()
     for setting, words in [
-        ("hidden_dims=(8,)", "['hidden_dims'] cannot change after training for agent 'vgf'; test-time fields: num_particles,"),
+        ("hidden_dims=(8,)", "['hidden_dims']: not a test-time field of agent 'vgf'; test-time fields: num_particles,"),
         ("num_particles=2.5", "num_particles must be int, got 2.5"),
         ("vgf_alpha=-1", "invalid VGF config: vgf_alpha=-1.0"),
     ]:

@@ -65,13 +65,14 @@ def with_test_time_settings(agent_name: str, agent, settings: dict):
     refused = sorted(set(settings) - set(allowed))
     if refused:
         choices = ", ".join(allowed) if allowed else "none: its actor is a trained network"
-        raise ValueError(f"{refused} cannot change after training for agent {agent_name!r}; test-time fields: {choices}")
+        raise ValueError(f"{refused}: not a test-time field of agent {agent_name!r}; test-time fields: {choices}")
+    settings = dict(settings)
     for name, value in settings.items():
-        expected = type(getattr(agent.config, name))
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            if not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
-                raise ValueError(f"{name} must be {expected.__name__}, got {value!r}")
-    settings = {name: float(value) if isinstance(getattr(agent.config, name), float) else value for name, value in settings.items()}
+        current = getattr(agent.config, name)
+        if isinstance(current, float) and type(value) is int:
+            settings[name] = value = float(value)
+        if type(value) is not type(current):
+            raise ValueError(f"{name} must be {type(current).__name__}, got {value!r}")
     return agent.replace(config=dataclasses.replace(agent.config, **settings).validate())
 
 
