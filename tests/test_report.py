@@ -90,6 +90,39 @@ def test_table_has_mean_and_std_over_seeds_at_default_and_best_budget(bench_dir)
     assert not (bench_dir / "sensitivity.csv").exists()  # nothing was swept
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """The report's figures by file name, kept instead of saved."""
+    from vgf.sweep import figures
+
+    figures_by_name = {}
+
+    def keep(figure, path):
+        figures_by_name[path.name] = figure
+        return path
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return figures_by_name
+
+
+def test_learning_curves_draw_budget_agents_at_default_and_best_budget(bench_dir, drawn):
+    write_report(bench_dir)
+    score_axis = drawn["learning_curves_bandit.png"].axes[0]
+    lines = {line.get_label(): (line.get_linestyle(), list(line.get_ydata())) for line in score_axis.get_lines()}
+    assert lines == {
+        "vgf (default budget 8, 2 seeds)": ("-", pytest.approx([0.6, 0.5])),
+        "vgf (best budget 2, 2 seeds)": ("--", pytest.approx([0.5, 0.8])),
+        "bc (budget 0, 2 seeds)": ("-", pytest.approx([0.45, 0.4])),
+    }
+
+
+def test_learning_curve_draws_a_budget_once_when_it_is_default_and_best(tmp_path, drawn):
+    fake_run(tmp_path, "vgf", 0, {100: {0: 0.2, 8: 0.6}}, default_budget=8)
+    write_report(tmp_path)
+    labels = [line.get_label() for line in drawn["learning_curves_bandit.png"].axes[0].get_lines()]
+    assert labels == ["vgf (default budget 8, 1 seed)"]
+
+
 def test_best_budget_ties_go_to_higher_return_then_smaller_budget(tmp_path):
     fake_run(tmp_path, "vgf", 0, {100: {0: 0.0, 1: 0.0, 4: 0.0, 8: 0.0}}, default_budget=8)
     run = tmp_path / "vgf-bandit-s0" / "metrics.jsonl"

@@ -38,17 +38,26 @@ def _seed_curve(runs: list[RunRecord], budget: int, metric: str) -> tuple[np.nda
     return np.asarray(steps), values.mean(axis=0), values.std(axis=0)
 
 
-def plot_learning_curves(lines: dict[str, tuple[int, list[RunRecord]]], path: Path, task: str) -> Path:
-    """Score (success rate or D4RL normalised score) and return against step for one task: one line per label
-    (agent and setting) at its budget, mean over seeds with a ± std band."""
+def _curve_label(name: str, choice: str, budget: int, seeds: int) -> str:
+    budget_text = f"budget {budget}" if choice == "only" else f"{choice} budget {budget}"
+    return f"{name} ({budget_text}, {seeds} seed{'' if seeds == 1 else 's'})"
+
+
+def plot_learning_curves(lines: dict[str, tuple[list[tuple[str, int]], list[RunRecord]]], path: Path,
+                         task: str) -> Path:
+    """Score (success rate or D4RL normalised score) and return against step for one task: one colour per label
+    (agent and setting), a line per (choice, budget) it is shown at in the table (the best budget dashed), mean
+    over seeds with a ± std band."""
     figure, axes = _figure(2)
     metric_name = next(iter(lines.values()))[1][0].metric
     for ax, metric, label in zip(axes, ("score", "episode_return"), (CURVE_LABELS[metric_name], "return")):
-        for index, (name, (budget, runs)) in enumerate(lines.items()):
-            steps, mean, std = _seed_curve(runs, budget, metric)
+        for index, (name, (budgets, runs)) in enumerate(lines.items()):
             color = f"C{index % 10}"
-            ax.plot(steps, mean, color=color, marker="o", markersize=3, label=f"{name} (budget {budget}, {len(runs)} seeds)")
-            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+            for choice, budget in budgets:
+                steps, mean, std = _seed_curve(runs, budget, metric)
+                ax.plot(steps, mean, color=color, marker="o", markersize=3, linestyle="--" if choice == "best" else "-",
+                        label=_curve_label(name, choice, budget, len(runs)))
+                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

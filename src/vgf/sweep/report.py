@@ -239,6 +239,12 @@ def _headline_budget(runs: list[RunRecord]) -> int:
     return shown_budgets(runs)[0][1]
 
 
+def _plotted_budgets(runs: list[RunRecord]) -> list[tuple[str, int]]:
+    """The table's budget rows of a group, a budget drawn once even when it is both the default and the best."""
+    rows = shown_budgets(runs)
+    return [row for index, row in enumerate(rows) if row[1] not in {budget for _, budget in rows[:index]}]
+
+
 def sensitivity_points(records: list[RunRecord]) -> list[SensitivityPoint]:
     """Last score at each run's headline budget, against each swept hyperparameter: mean ± std over all runs
     with that value (seeds and the other hyperparameters' settings), per task and agent."""
@@ -343,7 +349,7 @@ def write_report(results_dir: Path | str, title: str | None = None) -> Report:
     groups = _group(records)
     for task in sorted({record.task for record in records}):
         curves = {
-            _line_label(agent, runs[0].setting): (_headline_budget(runs), runs)
+            _line_label(agent, runs[0].setting): (_plotted_budgets(runs), runs)
             for (group_task, agent, _), runs in groups.items()
             if group_task == task
         }
