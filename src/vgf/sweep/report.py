@@ -240,9 +240,9 @@ def _headline_budget(runs: list[RunRecord]) -> int:
 
 
 def _plotted_budgets(runs: list[RunRecord]) -> list[tuple[str, int]]:
-    """The table's budget rows of a group, a budget drawn once even when it is both the default and the best."""
+    """The table's budget rows of a group; only the default's when the default budget is also the best."""
     rows = shown_budgets(runs)
-    return [row for index, row in enumerate(rows) if row[1] not in {budget for _, budget in rows[:index]}]
+    return rows[:1] if len({budget for _, budget in rows}) == 1 else rows
 
 
 def sensitivity_points(records: list[RunRecord]) -> list[SensitivityPoint]:
