@@ -49,7 +49,7 @@ def test_make_config_unknown_names_list_the_valid_ones():
         ("vgf", {"vgf_lr": -0.1}, "vgf_lr"),
         ("vgf", {"discount": 1.5}, "discount"),
         ("vgf", {"tau": 0.0}, "tau"),
-        ("vgf", {"q_agg": "max"}, "q_agg"),
+        ("vgf", {"transport_q_agg": "max"}, "transport_q_agg"),
         ("vgf", {"eval_particle_select": "best"}, "eval_particle_select"),
         ("vgf", {"critic_loss": "huber"}, "critic_loss"),
         ("bc", {"bc_flow_steps": 0}, "bc_flow_steps"),
@@ -162,11 +162,12 @@ def test_vgf_update_is_pure_and_jitted(tiny_agent, tiny_data):
     for new, old in ((agent1.critic.params, tiny_agent.critic.params), (agent1.flow.params, tiny_agent.flow.params)):
         for x, y in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(old)):
             assert not np.array_equal(np.asarray(x), np.asarray(y))
-    # The target critic moves by Polyak averaging: tau of the way towards the new critic.
+    # The target critic moves by Polyak averaging tau of the way towards the critic as it was before this update
+    # (the reference blends the pre-update weights).
     tau = tiny_agent.config.tau
     for target, online, old in zip(
         jax.tree_util.tree_leaves(agent1.target_critic_params),
-        jax.tree_util.tree_leaves(agent1.critic.params),
+        jax.tree_util.tree_leaves(tiny_agent.critic.params),
         jax.tree_util.tree_leaves(tiny_agent.target_critic_params),
     ):
         expected = tau * np.asarray(online) + (1 - tau) * np.asarray(old)

@@ -146,6 +146,28 @@ def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_pat
     assert [p.name for p in (run_dir / "eval").iterdir()] == ["budgets_step20-vgf_lr=0.json"]
 
 
+def test_a_run_written_before_the_reference_defaults_keeps_its_network(tmp_path):
+    """A config.json from before LayerNorm-before-ReLU, the bandwidth gradient and the three aggregation knobs loads
+    with the settings it was trained with, and resuming it under today's defaults is refused, not silently changed."""
+    dataset = make_bandit_dataset()
+    settings = TrainSettings(agent="vgf", run_dir=str(tmp_path / "old"), steps=10, **BANDIT)
+    train(settings, dataset=dataset)
+    path = tmp_path / "old" / "config.json"
+    info = json.loads(path.read_text())
+    stored = info["agent_config"]
+    for name in ("critic_layer_norm_order", "bandwidth_gradient", "transport_q_agg", "select_q_agg"):
+        del stored[name]
+    stored["q_agg"] = "min"  # the one knob that once served transport and pick
+    path.write_text(json.dumps(info))
+
+    _, agent, step = load_run(tmp_path / "old")
+    assert step == 10
+    assert agent.config.critic_layer_norm_order == "post" and agent.config.bandwidth_gradient is False
+    assert agent.config.transport_q_agg == agent.config.select_q_agg == "min"
+    with pytest.raises(ValueError, match="holds a different run"):
+        train(dataclasses.replace(settings, steps=20), dataset=dataset)
+
+
 def test_agents_with_a_trained_actor_have_no_test_time_settings():
     agent = iql.create(make_config("iql", "cpu-small", {"hidden_dims": (8,)}), obs_dim=3, action_dim=2)
     assert with_test_time_settings("iql", agent, {}) is agent

@@ -20,11 +20,12 @@ from flax.training.train_state import TrainState
 from vgf.agents.train_state import adam_train_state
 from vgf.agents import vgf as vgf_agent
 from vgf.agents.vgf import VGFAgent, VGFConfig, nonpytree_field
-from vgf.core import MLP, CriticEnsemble, FlowVelocity, transport
+from vgf.core import MLP, FlowVelocity, transport
 
 USES_BUDGETS = True  # whether `act` honours per-state transport budgets
 # Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
 TEST_TIME_FIELDS: tuple[str, ...] = (*vgf_agent.TEST_TIME_FIELDS, "particle_grad_clip")
+upgrade_config = vgf_agent.upgrade_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,7 @@ class AVGFAgent(struct.PyTreeNode):
             optax.chain(clip_each_state(cfg.particle_grad_clip), optax.adam(cfg.vgf_lr)),
             cfg.vgf_alpha,
             budgets,
+            bandwidth_gradient=cfg.bandwidth_gradient,
         )
 
     def grad_loss_fn(self, grad_params, batch):
@@ -128,7 +130,7 @@ class AVGFAgent(struct.PyTreeNode):
         agent = self.replace(
             rng=rng,
             critic=critic,
-            target_critic_params=optax.incremental_update(critic.params, self.target_critic_params, cfg.tau),
+            target_critic_params=optax.incremental_update(self.critic.params, self.target_critic_params, cfg.tau),
             flow=self.flow.apply_gradients(grads=flow_grads),
             grad_net=self.grad_net.apply_gradients(grads=grad_net_grads),
             grad_scale=grad_scale,
@@ -142,9 +144,12 @@ def create(config: AVGFConfig, obs_dim: int, action_dim: int, seed: int = 0) -> 
     dtype = jnp.bfloat16 if config.bf16 else None
     rng, critic_key, flow_key, grad_key = jax.random.split(jax.random.PRNGKey(seed), 4)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
-    critic_net = CriticEnsemble(config.hidden_dims, config.ensemble_size, config.critic_layer_norm, dtype)
+    critic_net = vgf_agent.critic_network(config, dtype)
     flow_net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, dtype)
-    grad_net = MLP(config.hidden_dims, action_dim, config.critic_layer_norm, dtype)  # input: [state, action]
+    # The reference builds g as it builds the critic (its Value network, vector output).
+    grad_net = MLP(
+        config.hidden_dims, action_dim, config.critic_layer_norm, dtype, layer_norm_order=config.critic_layer_norm_order
+    )  # input: [state, action]
     critic_params = critic_net.init(critic_key, obs, act)
     flow_params = flow_net.init(flow_key, obs, act, jnp.zeros((1, 1)))
     grad_net_params = grad_net.init(grad_key, jnp.concatenate([obs, act], axis=-1))

@@ -18,6 +18,7 @@ from flax.training.train_state import TrainState
 from vgf.agents.train_state import adam_train_state
 
 from vgf.core import (
+    LAYER_NORM_ORDERS,
     CriticEnsemble,
     FlowVelocity,
     aggregate_ensemble,
@@ -34,6 +35,8 @@ class VGFConfig:
     # Networks and optimisation.
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     critic_layer_norm: bool = True
+    # "pre": Dense -> LayerNorm -> ReLU, the reference's critic (a change it marks against FQL); "post": the FQL order.
+    critic_layer_norm_order: str = "pre"
     actor_layer_norm: bool = False
     learning_rate: float = 3e-4
     batch_size: int = 256
@@ -50,8 +53,13 @@ class VGFConfig:
     vgf_alpha: float = 0.5
     train_vgf_steps: int = 3
     eval_vgf_steps: int = 3
-    q_agg: str = "mean"  # ensemble aggregation for transport, targets and selection: 'mean' | 'min'
-    target_q_agg: str = "min"  # ensemble aggregation of the target critic in the TD target
+    # True: the repulsion differentiates through the median bandwidth too (the reference); False: textbook SVGD.
+    bandwidth_gradient: bool = True
+    # Ensemble aggregation ('mean' | 'min') of the critic's score that drives the transport (reference: vgf_q_agg),
+    # of the target critic in the TD target and of the values that pick the played particle (both: train_q_agg).
+    transport_q_agg: str = "mean"
+    target_q_agg: str = "mean"
+    select_q_agg: str = "mean"
     train_particle_select: str = "mean"  # 'mean' | 'max' over next-state particles in the TD target
     eval_particle_select: str = "max"  # 'max' | 'softmax' | 'random'
     softmax_temperature: float = 1.0
@@ -71,8 +79,10 @@ class VGFConfig:
             "discount": 0.0 <= self.discount <= 1.0,
             "tau": 0.0 < self.tau <= 1.0,
             "ensemble_size": self.ensemble_size >= 1,
-            "q_agg": self.q_agg in ("mean", "min"),
+            "critic_layer_norm_order": self.critic_layer_norm_order in LAYER_NORM_ORDERS,
+            "transport_q_agg": self.transport_q_agg in ("mean", "min"),
             "target_q_agg": self.target_q_agg in ("mean", "min"),
+            "select_q_agg": self.select_q_agg in ("mean", "min"),
             "train_particle_select": self.train_particle_select in ("mean", "max"),
             "eval_particle_select": self.eval_particle_select in ("max", "softmax", "random"),
             "critic_loss": self.critic_loss in ("mse", "expectile", "sql"),
@@ -85,14 +95,27 @@ class VGFConfig:
 
 USES_BUDGETS = True  # whether `act` honours per-state transport budgets
 # Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
-TEST_TIME_FIELDS: tuple[str, ...] = ("num_particles", "bc_flow_steps", "vgf_lr", "vgf_alpha", "q_agg", "eval_particle_select", "softmax_temperature")
+TEST_TIME_FIELDS: tuple[str, ...] = (
+    "num_particles",
+    "bc_flow_steps",
+    "vgf_lr",
+    "vgf_alpha",
+    "bandwidth_gradient",
+    "transport_q_agg",
+    "select_q_agg",
+    "eval_particle_select",
+    "softmax_temperature",
+)
 
-# Reference defaults (../shared/METHOD.md, taken from the authors' run scripts).
+# Reference defaults: the authors' run scripts (run_scripts/run_vgf_off_{ogbench,d4rl}.sh, ../shared/METHOD.md).
 PRESETS: dict[str, VGFConfig] = {
-    # OGBench manipulation: gamma 0.99, ensemble mean, 3 transport steps, vgf_lr 0.05, alpha 0.5, N = 10.
+    # OGBench manipulation: gamma 0.99, ensemble mean for transport, target and pick, 3 transport steps, vgf_lr
+    # 0.05, alpha 0.5, N = 10, 10 flow steps.
     "paper": VGFConfig(),
-    # D4RL locomotion: ensemble min, 5 transport steps, vgf_lr 0.1, alpha 0.1.
-    "paper-d4rl": VGFConfig(q_agg="min", train_vgf_steps=5, eval_vgf_steps=5, vgf_lr=0.1, vgf_alpha=0.1),
+    # D4RL locomotion: transport with the ensemble mean, target and pick with the min; 5 steps, vgf_lr 0.1, alpha 0.1.
+    "paper-d4rl": VGFConfig(
+        target_q_agg="min", select_q_agg="min", train_vgf_steps=5, eval_vgf_steps=5, vgf_lr=0.1, vgf_alpha=0.1
+    ),
     # Small enough to train for real on a 2-core CPU in minutes.
     "cpu-small": VGFConfig(hidden_dims=(256, 256, 256), num_particles=8, bc_flow_steps=5, train_vgf_steps=2),
     # The contextual bandit: one-step episodes, so the TD target is the reward (discount 0).
@@ -108,6 +131,21 @@ PRESETS: dict[str, VGFConfig] = {
         learning_rate=1e-3,
     ),
 }
+
+# What a config written before a field existed was trained with: such a run keeps its own network and transport.
+LEGACY_VALUES = {"critic_layer_norm_order": "post", "bandwidth_gradient": False}
+
+
+def upgrade_config(values: dict) -> dict:
+    """A config dict written by an earlier vgf, in today's fields, with the settings its run was trained with."""
+    values = dict(values)
+    if "q_agg" in values:  # one knob used to aggregate for both the transport and the pick
+        q_agg = values.pop("q_agg")
+        values.setdefault("transport_q_agg", q_agg)
+        values.setdefault("select_q_agg", q_agg)
+    for name, value in LEGACY_VALUES.items():
+        values.setdefault(name, value)
+    return values
 
 
 def nonpytree_field():
@@ -132,14 +170,18 @@ class VGFAgent(flax.struct.PyTreeNode):
         """The score function for transport: grad_a of the aggregated Q at each particle."""
 
         def total_value(particles):
-            return aggregate_ensemble(self.q_values(observations, particles), self.config.q_agg).sum()
+            return aggregate_ensemble(self.q_values(observations, particles), self.config.transport_q_agg).sum()
 
         return jax.grad(total_value)
 
     def sample_reference(self, observations, key, num_particles: int) -> jax.Array:
         """N actions per state from the flow BC reference model: [B, N, A]."""
-        observations = jnp.repeat(observations[:, None, :], num_particles, axis=1)
-        noise = jax.random.normal(key, (*observations.shape[:-1], self.action_dim))
+        noise = jax.random.normal(key, (observations.shape[0], num_particles, self.action_dim))
+        return self.reference_from_noise(observations, noise)
+
+    def reference_from_noise(self, observations, noise) -> jax.Array:
+        """The flow BC reference's actions [B, N, A] integrated from the given noise [B, N, A]."""
+        observations = jnp.repeat(observations[:, None, :], noise.shape[1], axis=1)
         velocity = partial(self.flow.apply_fn, self.flow.params)
         return sample_flow(velocity, observations, noise, self.config.bc_flow_steps)
 
@@ -152,6 +194,7 @@ class VGFAgent(flax.struct.PyTreeNode):
             optax.adam(cfg.vgf_lr),
             cfg.vgf_alpha,
             budgets,
+            bandwidth_gradient=cfg.bandwidth_gradient,
         )
 
     # ----- training -----
@@ -183,7 +226,8 @@ class VGFAgent(flax.struct.PyTreeNode):
         critic_grads, critic_info = jax.grad(self.critic_loss_fn, has_aux=True)(self.critic.params, batch, critic_key)
         flow_grads, flow_info = jax.grad(self.flow_loss_fn, has_aux=True)(self.flow.params, batch, flow_key)
         critic = self.critic.apply_gradients(grads=critic_grads)
-        target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
+        # The reference blends the pre-update online weights into the target.
+        target = optax.incremental_update(self.critic.params, self.target_critic_params, self.config.tau)
         flow = self.flow.apply_gradients(grads=flow_grads)
         agent = self.replace(rng=rng, critic=critic, target_critic_params=target, flow=flow)
         return agent, {**critic_info, **flow_info}
@@ -197,15 +241,29 @@ class VGFAgent(flax.struct.PyTreeNode):
         `max_steps` (default: `eval_vgf_steps`). Returns (actions [B, A], aux) where aux['displacement']
         is the distance of each played action from the reference sample it started as.
         """
+        sample_key, select_key = jax.random.split(key)
+        reference = self.sample_reference(observations, sample_key, self.config.num_particles)
+        return self.act_from_reference(observations, reference, select_key, budgets, max_steps)
+
+    def act_from_reference(self, observations, reference, key, budgets=None, max_steps: int | None = None):
+        """`act` on given reference particles [B, N, A]: transport, value with `select_q_agg`, pick."""
         cfg = self.config
         max_steps = cfg.eval_vgf_steps if max_steps is None else max_steps
-        sample_key, select_key = jax.random.split(key)
-        reference = self.sample_reference(observations, sample_key, cfg.num_particles)
         particles = self.transport(observations, reference, max_steps, budgets)
-        values = aggregate_ensemble(self.q_values(observations[:, None, :], particles), cfg.q_agg)
-        actions, index = select_particles(values, particles, cfg.eval_particle_select, select_key, cfg.softmax_temperature)
+        values = aggregate_ensemble(self.q_values(observations[:, None, :], particles), cfg.select_q_agg)
+        actions, index = select_particles(values, particles, cfg.eval_particle_select, key, cfg.softmax_temperature)
         start = jnp.take_along_axis(reference, index[:, None, None], axis=1)[:, 0]
         return actions, {"displacement": jnp.linalg.norm(actions - start, axis=-1), "q": values.max(-1)}
+
+
+def critic_network(config: VGFConfig, dtype=None) -> CriticEnsemble:
+    return CriticEnsemble(
+        config.hidden_dims,
+        config.ensemble_size,
+        config.critic_layer_norm,
+        dtype,
+        layer_norm_order=config.critic_layer_norm_order,
+    )
 
 
 def create(config: VGFConfig, obs_dim: int, action_dim: int, seed: int = 0) -> VGFAgent:
@@ -215,7 +273,7 @@ def create(config: VGFConfig, obs_dim: int, action_dim: int, seed: int = 0) -> V
     rng, critic_key, flow_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     obs = jnp.zeros((1, obs_dim))
     act = jnp.zeros((1, action_dim))
-    critic_net = CriticEnsemble(config.hidden_dims, config.ensemble_size, config.critic_layer_norm, dtype)
+    critic_net = critic_network(config, dtype)
     flow_net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, dtype)
     critic_params = critic_net.init(critic_key, obs, act)
     flow_params = flow_net.init(flow_key, obs, act, jnp.zeros((1, 1)))

@@ -22,10 +22,9 @@ def flow_matching_loss(velocity: VelocityFn, observations, actions, key) -> jax.
 
 def sample_flow(velocity: VelocityFn, observations, noise, num_steps: int, low=-1.0, high=1.0) -> jax.Array:
     """Integrate dx/dt = v(s, x, t) from x_0 = noise to t = 1 with `num_steps` Euler steps, then clip."""
-    step_size = 1.0 / num_steps
 
     def euler_step(i, x):
-        times = jnp.full((*x.shape[:-1], 1), i * step_size, dtype=x.dtype)
-        return x + step_size * velocity(observations, x, times)
+        times = jnp.full((*x.shape[:-1], 1), i / num_steps, dtype=x.dtype)
+        return x + velocity(observations, x, times) / num_steps
 
     return jnp.clip(jax.lax.fori_loop(0, num_steps, euler_step, noise), low, high)

@@ -27,11 +27,13 @@ def transport(
     budgets: jax.Array | None = None,
     low: float = -1.0,
     high: float = 1.0,
+    bandwidth_gradient: bool = True,
 ) -> jax.Array:
     """Run `num_steps` SVGD steps x <- clip(x + optimizer(phi(x))) with fresh optimizer state.
 
     `budgets` ([B] ints, optional) caps the number of steps for each state; steps beyond a state's budget
     leave its particles where they are. With `num_steps == 0` the particles are returned unchanged.
+    `bandwidth_gradient` selects the reference's repulsion (True) or textbook SVGD's (False): see `svgd_direction`.
     """
     if num_steps == 0:
         return particles
@@ -39,7 +41,7 @@ def transport(
 
     def step(carry, step_index):
         x, state = carry
-        phi = svgd_direction(x, score_fn(x), alpha)
+        phi = svgd_direction(x, score_fn(x), alpha, bandwidth_gradient)
         updates, state = optimizer.update(-phi, state, x)
         moved = jnp.clip(x + updates, low, high)
         if budgets is not None:
