@@ -27,10 +27,11 @@ def test_pairwise_distances_and_bandwidth_match(particles):
     )
 
 
-def test_svgd_direction_matches(particles):
+@pytest.mark.parametrize("bandwidth_gradient", [True, False])
+def test_svgd_direction_matches(particles, bandwidth_gradient):
     scores = np.random.default_rng(1).normal(size=particles.shape).astype(np.float32)
-    expected = jax_kernel.svgd_direction(jnp.asarray(particles), jnp.asarray(scores), 0.5)
-    got = torch_transport.svgd_direction(torch.from_numpy(particles), torch.from_numpy(scores), 0.5)
+    expected = jax_kernel.svgd_direction(jnp.asarray(particles), jnp.asarray(scores), 0.5, bandwidth_gradient)
+    got = torch_transport.svgd_direction(torch.from_numpy(particles), torch.from_numpy(scores), 0.5, bandwidth_gradient)
     np.testing.assert_allclose(got.numpy(), np.asarray(expected), rtol=1e-4, atol=1e-5)
 
 

@@ -83,9 +83,11 @@ class AVGFAgent(struct.PyTreeNode):
     q_values = VGFAgent.q_values
     q_score = VGFAgent.q_score
     sample_reference = VGFAgent.sample_reference
+    reference_from_noise = VGFAgent.reference_from_noise
     critic_loss_fn = VGFAgent.critic_loss_fn
     flow_loss_fn = VGFAgent.flow_loss_fn
     act = VGFAgent.act
+    act_from_reference = VGFAgent.act_from_reference
 
     def predicted_score(self, observations, actions, params=None) -> jax.Array:
         """g(s, a) * grad_scale: the amortised grad_a Q; observations broadcast over particle axes."""

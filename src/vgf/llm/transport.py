@@ -17,35 +17,50 @@ import torch
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def pairwise_sq_distances(particles: torch.Tensor) -> torch.Tensor:
-    """||x_i - x_j||^2 for particles [..., N, A] -> [..., N, N]."""
-    sq_norms = (particles**2).sum(-1)
-    inner = particles @ particles.transpose(-1, -2)
-    return (sq_norms[..., :, None] + sq_norms[..., None, :] - 2.0 * inner).clamp_min(0.0)
+# Floors of the reference, as in vgf.core.kernel: on sigma^2 and in the kernel's denominator.
+MIN_BANDWIDTH = 1e-12
+KERNEL_EPSILON = 1e-6
 
 
-def median_bandwidth(sq_distances: torch.Tensor, min_bandwidth: float = 1e-6) -> torch.Tensor:
-    """sigma^2 = median(pairwise squared distances) / (2 log(N + 1)), one per state: [...]."""
-    num = sq_distances.shape[-1]
-    flat = sq_distances.reshape(*sq_distances.shape[:-2], num * num)
-    # torch.median returns the lower middle value; jnp.median averages the two middle values.
-    median = torch.quantile(flat, 0.5, dim=-1)
-    return (median / (2.0 * math.log(num + 1.0))).clamp_min(min_bandwidth)
+def pairwise_sq_distances(particles: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:
+    """||x_i - y_j||^2 for particles [..., N, A] and others [..., M, A] (default: the particles) -> [..., N, M]."""
+    others = particles if others is None else others
+    sq_norms = (particles**2).sum(-1)[..., :, None] + (others**2).sum(-1)[..., None, :]
+    return (sq_norms - 2.0 * particles @ others.transpose(-1, -2)).clamp_min(0.0)
 
 
-def rbf_kernel(particles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """k(x_i, x_j) = exp(-||x_i - x_j||^2 / (2 sigma^2)) with the median bandwidth: ([..., N, N], sigma^2 [...])."""
-    sq_distances = pairwise_sq_distances(particles)
-    bandwidth = median_bandwidth(sq_distances).detach()
-    return torch.exp(-sq_distances / (2.0 * bandwidth[..., None, None])), bandwidth
+def median_bandwidth(sq_distances: torch.Tensor) -> torch.Tensor:
+    """sigma^2 = median(all N x M squared distances) / (2 log(N + 1)), one per state: [...].
+
+    The median averages the two middle values, as jnp.median does, from a stable sort: among equal distances (d_ij
+    and d_ji) the gradient goes to the same entry as in JAX.
+    """
+    num = sq_distances.shape[-2]
+    ordered, _ = torch.sort(sq_distances.flatten(-2), dim=-1, stable=True)
+    count = ordered.shape[-1]
+    middle = ordered[..., count // 2] if count % 2 else (ordered[..., count // 2 - 1] + ordered[..., count // 2]) / 2
+    return (middle / (2.0 * math.log(num + 1.0))).clamp_min(MIN_BANDWIDTH)
 
 
-def svgd_direction(particles: torch.Tensor, scores: torch.Tensor, alpha: float) -> torch.Tensor:
-    """phi_i = (1/N) sum_j [k(x_j, x_i) score_j / alpha + grad_{x_j} k(x_j, x_i)]: value pull plus repulsion."""
-    kernel, bandwidth = rbf_kernel(particles)
-    attraction = kernel @ scores / alpha
-    repulsion = (kernel.sum(-1, keepdim=True) * particles - kernel @ particles) / bandwidth[..., None, None]
-    return (attraction + repulsion) / particles.shape[-2]
+def rbf_kernel(
+    particles: torch.Tensor, others: torch.Tensor | None = None, bandwidth_gradient: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k(x_i, y_j) = exp(-||x_i - y_j||^2 / (eps + 2 sigma^2)) with the median bandwidth: ([..., N, M], sigma^2 [...])."""
+    sq_distances = pairwise_sq_distances(particles, others)
+    bandwidth = median_bandwidth(sq_distances)
+    if not bandwidth_gradient:
+        bandwidth = bandwidth.detach()
+    return torch.exp(-sq_distances / (KERNEL_EPSILON + 2.0 * bandwidth[..., None, None])), bandwidth
+
+
+def svgd_direction(particles: torch.Tensor, scores: torch.Tensor, alpha: float, bandwidth_gradient: bool = True) -> torch.Tensor:
+    """phi_i = (1/N) [sum_j k(x_i, x_j) score_j / alpha - grad_{x_i} sum_j k(x_i, detach(x_j))], as vgf.core.kernel."""
+    anchors = particles.detach()
+    with torch.enable_grad():
+        live = anchors.clone().requires_grad_(True)
+        kernel, _ = rbf_kernel(live, anchors, bandwidth_gradient)
+        (kernel_grad,) = torch.autograd.grad(kernel.sum(), live)
+    return (kernel.detach() @ scores / alpha - kernel_grad) / particles.shape[-2]
 
 
 class Adam:
@@ -74,10 +89,12 @@ def transport(
     alpha: float,
     low: float | None = None,
     high: float | None = None,
+    bandwidth_gradient: bool = True,
 ) -> torch.Tensor:
     """Run `num_steps` SVGD steps x <- clip(x + adam(-phi(x))) with fresh Adam state; [B, N, A] -> [B, N, A].
 
     `low`/`high` clip like the action box of the offline agents; embedding particles leave them None.
+    `bandwidth_gradient` as in `vgf.core.transport` (the reference's repulsion, or textbook SVGD's with False).
     With `num_steps == 0` the particles are returned unchanged.
     """
     if num_steps < 0:
@@ -90,7 +107,7 @@ def transport(
         scores = score_fn(particles).detach()
         if scores.shape != particles.shape:
             raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {tuple(particles.shape)}")
-        phi = svgd_direction(particles, scores, alpha)
+        phi = svgd_direction(particles, scores, alpha, bandwidth_gradient)
         particles = particles + optimizer.update(-phi)
         if low is not None or high is not None:
             particles = particles.clamp(low, high)
