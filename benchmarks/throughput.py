@@ -33,11 +33,21 @@ asynchronously):
   `reference_sampling_ms` (`agent.sample_reference`: `bc_flow_steps` Euler steps of the flow for B x N particles),
   `transport_ms` (`agent.transport`: `train_vgf_steps` SVGD steps), `full_update_ms` (`agent.update`), and
   `rest_ms` = full - reference - transport (target Q, critic loss/grad, flow-matching BC step, Adam, target update).
-- `eval_*`: one evaluation (`vgf.evaluation.evaluate` with `vgf.training.offline.make_policy`, as `evaluate_agent`
-  does) of an untrained cpu-small agent on the task, `--eval-episodes` x budgets (0, 1, 2, 4), envs from an
-  `EnvPool` built beforehand and `act` compiled beforehand (that is what every periodic evaluation of `vgf train`
-  after the first costs; the first also pays `eval_env_build_s` + `eval_act_compile_s`). `eval_policy_share` is the
-  fraction of the evaluation spent inside the policy (network + transport); the rest is env stepping and the loop.
+- `eval_*`: one evaluation (`vgf.evaluation.evaluate` with `vgf.training.make_policy`, as `evaluate_agent` does) of
+  an untrained agent on the task, `--eval-episodes` x budgets (0, 1, 2, 4), env workers sized to the machine (as
+  `vgf train`; `--eval-workers` to choose), envs built and programs compiled beforehand (what every periodic
+  evaluation of `vgf train` after the first costs; the first also pays `eval_env_build_s` + `eval_act_compile_s`).
+  Measured side by side with `eval_seconds_loop`: the reference's loop (`evaluate_sequential`: one env, one episode
+  after another, a batch-1 `act` per step with the episode's budget) over the same agent, episodes and budgets;
+  `eval_speedup_vs_loop` = loop / ours. `eval_env_step_ms` is the loop's env time per step (its time outside the
+  policy), `eval_env_floor_s` = env steps x that / cores (the envs alone, every core busy) and
+  `eval_seconds_over_floor` = ours / floor. `eval_policy_s` (and `_loop`) = seconds spent inside the policy (ours
+  overlaps them with env stepping). `--eval-paper` adds the same lines for the paper preset (suffix `/paper`).
+- `data_make_*`: `vgf data make cube-single-play` of `--data-episodes` episodes on one core (`_seconds_serial`) and
+  with one worker per core (`_seconds`); `data_make_speedup` = serial / parallel (the files are compared too).
+- `*_cpu_s`: CPU seconds (user + system, the process and its workers) of the same measurements. On Linux with
+  sched_autogroup, a session competing with other busy sessions gets its share of the CPU whatever its process
+  count, so under such load the wall-clock speed-ups fall towards the ratio of these.
 - `peak_rss_mb`: peak resident memory of this process (and `peak_rss_children_mb` for eval workers).
 
 The 2-core figures are sensitive to anything else running on the machine: the header prints the load average at
@@ -103,6 +113,11 @@ def machine_info() -> dict:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            autogroup = f.read().strip() == "1"
+    except OSError:
+        autogroup = False
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
@@ -115,10 +130,26 @@ def machine_info() -> dict:
         "jax_devices": [str(d) for d in jax.devices()],
         "vgf": vgf.__version__,
         "load_average_1_5_15": load,
+        "sched_autogroup": autogroup,
     }
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+def cpu_seconds(pids) -> float:
+    """CPU seconds (user + system, all threads) that the live processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name: fields 3, 4, ... of the line
+        total += int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 def block(tree):
@@ -376,44 +407,104 @@ def bench_seeds(label: str, module, config, data, seeds: int, quick: bool) -> No
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
-def bench_eval(label: str, config, task: str, episodes: int, workers: int, max_episode_steps: int | None, pool) -> None:
+def bench_eval(label: str, config, task: str, episodes: int, max_episode_steps: int | None, pool) -> None:
+    """Our evaluation and the reference's loop, side by side on one agent, episodes and budgets."""
     from vgf.agents import vgf
-    from vgf.evaluation import evaluate
-    from vgf.training.offline import make_policy
+    from vgf.envs import make_env, usable_cores
+    from vgf.evaluation import evaluate, evaluate_sequential
+    from vgf.training.policy import ROWS_PER_CALL, make_policy, row_key
 
     agent = vgf.create(config, OBS_DIM, ACTION_DIM, seed=0)
-    rows = len(BUDGETS) * episodes
-    budgets = np.repeat(np.asarray(BUDGETS, dtype=np.int32), episodes)
     suffix = "" if label == "cpu-small" else f"/{label}"
+    base = jax.random.PRNGKey(0)
 
+    @functools.partial(jax.jit, static_argnames=("budget",))
+    def act_one(agent, observation, episode, step, budget: int):
+        # one state, its episode's key, no budget masking: the reference's call
+        return agent.act(observation, row_key(base, episode, step), max_steps=budget)
+
+    def loop_policy(observations, budgets, episodes_, steps):
+        actions, aux = act_one(agent, observations, episodes_[0], steps[0], int(budgets[0]))
+        return np.asarray(actions), {name: np.asarray(value) for name, value in aux.items()}
+
+    policy = make_policy(agent, seed=0, budgets=BUDGETS)
+    zeros = np.zeros(ROWS_PER_CALL, np.int32)
     began = time.perf_counter()
-    make_policy(agent, seed=123)(np.zeros((rows, OBS_DIM), np.float32), budgets)  # compiles act for this shape
+    policy(np.zeros((ROWS_PER_CALL, OBS_DIM), np.float32), zeros + max(BUDGETS), zeros, zeros)  # the one program
+    for budget in BUDGETS:
+        loop_policy(np.zeros((1, OBS_DIM), np.float32), np.array([budget]), zeros[:1], zeros[:1])
     emit(f"eval_act_compile_s{suffix}", time.perf_counter() - began)
 
-    policy = make_policy(agent, seed=0)
-    inside = {"seconds": 0.0, "calls": 0}
+    def timed(fn, inside):
+        def wrapped(*args):
+            began = time.perf_counter()
+            out = fn(*args)  # numpy out: the device work is finished
+            inside["seconds"] += time.perf_counter() - began
+            inside["calls"] += 1
+            return out
 
-    def timed_policy(observations, call_budgets):
-        began = time.perf_counter()
-        out = policy(observations, call_budgets)  # returns numpy arrays: the device work is finished
-        inside["seconds"] += time.perf_counter() - began
-        inside["calls"] += 1
-        return out
+        wrapped.rows_per_call = getattr(fn, "rows_per_call", 1)
+        return wrapped
 
-    began = time.perf_counter()
-    results = evaluate(None, timed_policy, list(BUDGETS), episodes, seed=0, max_episode_steps=max_episode_steps, envs=pool)
-    seconds = time.perf_counter() - began
+    ours, loop = {"seconds": 0.0, "calls": 0}, {"seconds": 0.0, "calls": 0}
+    pids = [os.getpid(), *(proc.pid for proc in (pool._remote._procs if pool._remote else []))]
+    began, cpu_began = time.perf_counter(), cpu_seconds(pids)
+    results = evaluate(None, timed(policy, ours), list(BUDGETS), episodes, seed=0, max_episode_steps=max_episode_steps,
+                       envs=pool)
+    seconds, cpu = time.perf_counter() - began, cpu_seconds(pids) - cpu_began
+    loop_env = make_env(task)  # built beforehand, as the pool's envs are
+    began, cpu_began = time.perf_counter(), cpu_seconds([os.getpid()])
+    reference = evaluate_sequential(lambda: loop_env, timed(loop_policy, loop), list(BUDGETS), episodes, seed=0,
+                                    max_episode_steps=max_episode_steps)
+    loop_seconds, loop_cpu = time.perf_counter() - began, cpu_seconds([os.getpid()]) - cpu_began
+
     env_steps = sum(stats["length"] * episodes for stats in results.values())
+    loop_steps = sum(stats["length"] * episodes for stats in reference.values())
+    bare_step_s = (loop_seconds - loop["seconds"]) / loop_steps  # the loop's env time per step: one env, nothing else
+    cores = usable_cores()
+    floor = env_steps * bare_step_s / cores
     emit(f"eval_seconds{suffix}", seconds)
+    emit(f"eval_seconds_loop{suffix}", loop_seconds)
+    emit(f"eval_speedup_vs_loop{suffix}", loop_seconds / seconds)
     emit(f"eval_env_steps{suffix}", int(round(env_steps)))
     emit(f"eval_env_steps_per_s{suffix}", env_steps / seconds)
-    emit(f"eval_policy_share{suffix}", inside["seconds"] / seconds)
-    emit(f"eval_policy_call_ms{suffix}", 1e3 * inside["seconds"] / max(inside["calls"], 1))
-    emit(f"eval_env_step_ms{suffix}", 1e3 * (seconds - inside["seconds"]) / env_steps)
+    emit(f"eval_env_step_ms{suffix}", 1e3 * bare_step_s)
+    emit(f"eval_env_floor_s{suffix}", floor)
+    emit(f"eval_seconds_over_floor{suffix}", seconds / floor)
+    emit(f"eval_policy_s{suffix}", ours["seconds"])
+    emit(f"eval_policy_s_loop{suffix}", loop["seconds"])
+    emit(f"eval_cpu_s{suffix}", cpu)
+    emit(f"eval_cpu_s_loop{suffix}", loop_cpu)
     success = ", ".join(f"{budget}: {stats['success']:.2f}" for budget, stats in results.items())
-    note(f"eval {label}: {episodes} episodes x budgets {list(BUDGETS)} = {rows} envs, {inside['calls']} policy calls "
-         f"of batch {rows}, workers={workers}, max_episode_steps={max_episode_steps or 'env default'}; "
-         f"success by budget {success}")
+    note(f"eval {label}: {episodes} episodes x budgets {list(BUDGETS)}, {ours['calls']} policy calls (ours, policy "
+         f"time overlapped with env stepping) vs {loop['calls']} batch-1 calls (loop); env workers={pool.workers}, "
+         f"{cores} cores; floor = env steps x the loop's env step time / cores; max_episode_steps="
+         f"{max_episode_steps or 'env default'}; success by budget {success}")
+
+
+def bench_data_make(episodes: int, steps: int) -> None:
+    """`vgf data make` on one core and on all of them, same seed: the seconds of each and whether the files match."""
+    import tempfile
+
+    from vgf.data import generate_ogbench_dataset
+    from vgf.envs import usable_cores
+
+    with tempfile.TemporaryDirectory() as directory:
+        seconds, cpu = {}, {}
+        for name, workers in (("serial", 0), ("parallel", usable_cores())):
+            began, cpu_began = time.perf_counter(), children_cpu_seconds()
+            generate_ogbench_dataset("cube-single-play", os.path.join(directory, name), episodes=episodes,
+                                     max_episode_steps=steps, seed=0, progress=False, workers=workers)
+            seconds[name], cpu[name] = time.perf_counter() - began, children_cpu_seconds() - cpu_began
+        same = all(open(os.path.join(directory, "serial", f), "rb").read() == open(os.path.join(directory, "parallel", f), "rb").read()
+                   for f in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz"))
+    emit("data_make_seconds_serial", seconds["serial"])
+    emit("data_make_seconds", seconds["parallel"])
+    emit("data_make_speedup", seconds["serial"] / seconds["parallel"])
+    emit("data_make_cpu_s_serial", cpu["serial"])
+    emit("data_make_cpu_s", cpu["parallel"])
+    note(f"data make: cube-single-play, {episodes} episodes (+{max(1, episodes // 10)} val) of {steps} steps, "
+         f"{usable_cores()} workers vs one process (each pays its env builds); files byte-identical: {same}")
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -427,7 +518,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per budget (default 50; --quick: 2)")
     parser.add_argument("--eval-max-steps", type=int, default=None,
                         help="cap on episode length (default: the env's own, 200 for cube-single; --quick: 50)")
-    parser.add_argument("--eval-workers", type=int, default=0, help="EnvPool subprocesses for evaluation (default 0, as vgf train)")
+    parser.add_argument("--eval-workers", type=int, default=None,
+                        help="EnvPool subprocesses for evaluation (default: one per core, as vgf train)")
+    parser.add_argument("--data-episodes", type=int, default=None, help="episodes of the data_make figures (default 20; "
+                        "--quick: 4; 0: skip)")
+    parser.add_argument("--data-steps", type=int, default=None, help="steps per episode there (default 1001; --quick: 100)")
     parser.add_argument("--eval-paper", action="store_true", help="also time an evaluation with the paper preset")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation figures")
     parser.add_argument("--task", default="cube-single-play-singletask-task1")
@@ -450,6 +545,10 @@ def main(argv=None) -> int:
          f"load avg {info['load_average_1_5_15']}")
     if info["load_average_1_5_15"] and info["load_average_1_5_15"][0] > 0.5 * (info["cpus_usable"] or 1):
         note("warning: the machine is busy (load average above half the CPUs); figures will be low and noisy")
+        if info["sched_autogroup"]:
+            note("the kernel shares the CPU between sessions (sched_autogroup): while other sessions keep the cores "
+                 "busy, this one gets its share whatever its process count, so parallel speed-ups (eval, data make) "
+                 "shrink towards the ratio of CPU seconds (the *_cpu_s lines)")
 
     emit("matmul_gflops", matmul_gflops(1024, jnp.float32, 1.0 if args.quick else 2.0))
     emit("matmul_gflops_bf16", matmul_gflops(1024, jnp.bfloat16, 0.5 if args.quick else 1.5))
@@ -463,7 +562,7 @@ def main(argv=None) -> int:
 
     if not args.no_eval:
         from vgf.envs import make_env, task_spec
-        from vgf.evaluation import EnvPool
+        from vgf.evaluation import EnvPool, env_workers
 
         spec = task_spec(args.task)
         if (spec.obs_dim, spec.action_dim) != (OBS_DIM, ACTION_DIM):
@@ -472,18 +571,20 @@ def main(argv=None) -> int:
         from vgf.agents import vgf
 
         rows = len(BUDGETS) * episodes
-        with EnvPool(functools.partial(make_env, args.task), workers=args.eval_workers) as pool:
+        workers = env_workers(args.eval_workers, spec.max_episode_steps)
+        with EnvPool(functools.partial(make_env, args.task), workers=workers) as pool:
             began = time.perf_counter()
-            if args.eval_workers:
-                pool._backend(rows)  # starts the workers' envs
-            else:
-                pool.get(rows)
+            pool._backend(rows)  # starts the workers (if any) and builds their envs
             emit("eval_env_build_s", time.perf_counter() - began)
             eval_presets = [("cpu-small", vgf.PRESETS["cpu-small"])]
             if args.eval_paper:
                 eval_presets.append(("paper", vgf.PRESETS["paper"]))
             for label, config in eval_presets:
-                bench_eval(label, config, args.task, episodes, args.eval_workers, max_steps, pool)
+                bench_eval(label, config, args.task, episodes, max_steps, pool)
+
+    data_episodes = args.data_episodes if args.data_episodes is not None else (4 if args.quick else 20)
+    if data_episodes:
+        bench_data_make(data_episodes, args.data_steps or (100 if args.quick else 1001))
 
     if UPDATE_GFLOPS_BEST:
         # the roofline: this machine's best float32 matmul rate, measured at the start and again now
@@ -494,8 +595,7 @@ def main(argv=None) -> int:
         note("roofline_fraction = update GFLOP/s of the fastest chunk / max(matmul_gflops, matmul_gflops_end)")
 
     emit("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    if args.eval_workers:
-        emit("peak_rss_children_mb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    emit("peak_rss_children_mb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     total = time.perf_counter() - started
     emit("benchmark_seconds", total)
     try:

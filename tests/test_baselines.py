@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgf.agents import get_agent, make_config
+from vgf.agents import config_from_dict, get_agent, make_config, needs_next_actions, task_dataset, task_values
+from vgf.data import Dataset
 from vgf.training import load_checkpoint, save_checkpoint, train_chunk
 
 OBS_DIM, ACTION_DIM = 3, 2
@@ -141,16 +142,149 @@ def test_avgf_gradient_network_tracks_the_critic_gradient(trained, data):
     assert 0.5 < ratio < 2.0, ratio
 
 
-def test_rebrac_updates_its_actor_every_actor_freq_updates(trained):
+def test_rebrac_steps_its_actor_adam_on_every_update(trained):
+    """As the FQL repo's one Adam over all networks: the actor's Adam counts every update, critic-only ones too."""
     agent, _ = trained["rebrac"]
-    assert agent.config.actor_freq == 2
-    assert int(agent.critic.step) == CHUNKS * CHUNK_UPDATES and int(agent.actor.step) == CHUNKS * CHUNK_UPDATES // 2
+    assert agent.config.actor_freq == 2 and agent.config.actor_adam_every_update
+    assert int(agent.critic.step) == int(agent.actor.step) == CHUNKS * CHUNK_UPDATES
+
+
+def total_change(before, after) -> float:
+    return sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)))
+
+
+@pytest.mark.parametrize("adam_every_update", [True, False])
+def test_rebrac_delayed_actor_update(data, adam_every_update):
+    """Update 1 is critic-only, 2 an actor update, 3 critic-only again. The target actor moves on actor updates only;
+    between them the actor keeps moving by Adam's momentum (the FQL repo) or stands still (vgf before)."""
+    agent = new_agent("rebrac", actor_adam_every_update=adam_every_update)
+    batch = {name: value[:64] for name, value in data.items()}
+    actor_moves, target_moves = [], []
+    for _ in range(3):
+        updated, _ = agent.update(batch)
+        actor_moves.append(total_change(agent.actor.params, updated.actor.params))
+        target_moves.append(total_change(agent.target_actor_params, updated.target_actor_params))
+        agent = updated
+    assert actor_moves[0] == 0.0 and target_moves[0] == 0.0  # no gradient yet, so no momentum either
+    assert actor_moves[1] > 0.0 and target_moves[1] > 0.0
+    assert target_moves[2] == 0.0
+    assert (actor_moves[2] > 0.1 * actor_moves[1]) if adam_every_update else (actor_moves[2] == 0.0)
+    assert int(agent.actor.step) == (3 if adam_every_update else 1)
 
 
 def test_rebrac_critic_penalty_needs_next_actions(data):
     agent = new_agent("rebrac", alpha_critic=0.01)
     with pytest.raises(ValueError, match="next_actions"):
         agent.update({name: value[:8] for name, value in data.items()})
+
+
+def test_rebrac_critic_penalty_lowers_the_target_by_the_next_action_distance(data):
+    """With next actions far from the target actor's, the penalised TD target is lower by about alpha_critic times
+    their squared distance (discounted, on bootstrapped transitions)."""
+    batch = {name: value[:64] for name, value in data.items()}
+    batch["next_actions"] = jnp.ones_like(batch["actions"])  # the box corner, far from the near-zero initial actor
+    key = jax.random.PRNGKey(0)
+    plain = new_agent("rebrac")
+    penalised = new_agent("rebrac", alpha_critic=0.5)
+    _, plain_info = plain.critic_loss_fn(plain.critic.params, batch, key)
+    _, penalised_info = penalised.critic_loss_fn(penalised.critic.params, batch, key)
+    gap = float(plain_info["target_mean"] - penalised_info["target_mean"])
+    # Initial actions are within ~0.5 of zero after target smoothing, so each squared distance is between 0.5 and 8.
+    bootstrapped = float(jnp.mean(batch["masks"]))
+    assert 0.5 * NETWORKS["discount"] * bootstrapped * 0.5 < gap < 0.5 * NETWORKS["discount"] * 8.0
+    assert needs_next_actions("rebrac", penalised.config) and not needs_next_actions("rebrac", plain.config)
+    assert not needs_next_actions("fql", make_config("fql", "paper"))
+
+
+def test_dataset_next_actions_stay_within_each_trajectory():
+    actions = np.arange(12, dtype=np.float32).reshape(6, 2)
+    terminals = np.array([0, 0, 1, 0, 1, 0], dtype=np.float32)  # trajectories: rows 0-2, 3-4, and 5 (cut short)
+    dataset = Dataset.from_arrays(
+        dict(observations=np.zeros((6, 1)), actions=actions / 100, rewards=np.zeros(6), next_observations=np.zeros((6, 1)),
+             terminals=terminals)
+    )
+    expected = dataset.actions[[1, 2, 2, 4, 4, 5]]  # the next row's action; a trajectory's last row keeps its own
+    np.testing.assert_array_equal(dataset.next_actions(), expected)
+
+
+# ----- activation, configs written before it, per-environment presets -----
+
+BASELINES = ("fql", "iql", "rebrac", "bc")
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baselines_default_to_gelu_and_build_their_networks_with_it(name):
+    config = make_config(name, "paper")
+    assert config.activation == "gelu"
+    relu = get_agent(name).create(make_config(name, "cpu-small", {"hidden_dims": (8,), "activation": "relu"}), 3, 2)
+    gelu = get_agent(name).create(make_config(name, "cpu-small", {"hidden_dims": (8,)}), 3, 2)
+    obs = jnp.linspace(-1, 1, 12).reshape(4, 3)
+    # Same parameters (same seed), different activation: every network's output differs.
+    networks = [field for field in ("critic", "value", "actor", "flow", "one_step") if hasattr(gelu, field)]
+    assert networks
+    for field in networks:
+        state_relu, state_gelu = getattr(relu, field), getattr(gelu, field)
+        for a, b in zip(jax.tree_util.tree_leaves(state_relu.params), jax.tree_util.tree_leaves(state_gelu.params)):
+            np.testing.assert_array_equal(a, b)
+        args = {
+            "critic": (obs, obs[:, :2]),
+            "value": (obs,),
+            "actor": (obs,),
+            "flow": (obs, obs[:, :2], obs[:, :1]),
+            "one_step": (jnp.concatenate([obs, obs[:, :2]], axis=-1),),
+        }[field]
+        out_relu = state_relu.apply_fn(state_relu.params, *args)
+        out_gelu = state_gelu.apply_fn(state_gelu.params, *args)
+        assert not np.allclose(out_relu, out_gelu), field
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_a_config_written_before_the_activation_field_comes_back_relu(name):
+    values = {key: list(value) if isinstance(value, tuple) else value for key, value in vars(make_config(name, "paper")).items()}
+    del values["activation"]
+    values.pop("actor_adam_every_update", None)
+    old = config_from_dict(name, values)
+    assert old.activation == "relu"
+    if name == "rebrac":
+        assert old.actor_adam_every_update is False
+    assert config_from_dict(name, {**values, "activation": "gelu"}).activation == "gelu"  # written values are kept
+
+
+def test_per_environment_values_of_the_fql_paper():
+    def config(agent, task, preset="paper", overrides=None):
+        return make_config(agent, preset, overrides, task=task)
+
+    puzzle = "puzzle-3x3-play-singletask-task2"
+    assert config("fql", puzzle).alpha == config("fql", puzzle, "cpu-small").alpha == 1000.0
+    assert config("fql", "puzzle-4x4-play-singletask").alpha == 1000.0
+    assert config("fql", "cube-double-play-singletask-task1").alpha == 300.0
+    assert config("fql", "scene-play-singletask-task3", "cpu-small").alpha == 300.0
+    assert config("fql", "cube-single-play-singletask-task1", "paper-puzzle").alpha == 1000.0  # a fixed preset
+    humanoid = config("fql", "humanoidmaze-medium-navigate-singletask")
+    assert (humanoid.alpha, humanoid.discount) == (30.0, 0.995)
+    iql_humanoid = config("iql", "humanoidmaze-medium-navigate-singletask-task2", "cpu-small")
+    assert (iql_humanoid.awr_alpha, iql_humanoid.discount, iql_humanoid.hidden_dims) == (10.0, 0.995, (256, 256, 256))
+    rebrac = config("rebrac", "cube-single-play-singletask-task1", "cpu-small")
+    assert (rebrac.alpha_actor, rebrac.alpha_critic, rebrac.hidden_dims) == (1.0, 1.0, (256, 256, 256))
+    # A dataset whose values are not sourced keeps the preset's.
+    assert config("iql", puzzle, "cpu-small") == make_config("iql", "cpu-small")
+    # The user's overrides win over the environment's values.
+    assert config("rebrac", "cube-single-play-singletask-task1", "paper", {"alpha_critic": 0.0}).alpha_critic == 0.0
+    # Tasks without values (another dataset, the bandit, D4RL) and the bandit preset keep the preset's own.
+    assert config("fql", "cube-single-noisy-singletask-task1") == make_config("fql", "paper")
+    assert config("iql", "d4rl:hopper-medium-v2") == make_config("iql", "paper")
+    assert config("fql", puzzle, "bandit") == make_config("fql", "bandit")
+    assert task_values("bc", "paper", puzzle) == {}
+
+
+@pytest.mark.parametrize("name", ("fql", "iql", "rebrac"))
+def test_every_environment_value_names_a_dataset_and_validates(name):
+    module = get_agent(name)
+    for dataset, values in module.TASK_VALUES.items():
+        assert task_dataset(f"{dataset}-singletask-task1") == dataset, dataset  # an OGBench dataset vgf knows
+        for preset in module.TASK_PRESETS:
+            config = make_config(name, preset, task=f"{dataset}-singletask-task1")
+            assert all(getattr(config, field) == value for field, value in values.items()), (dataset, preset)
 
 
 @pytest.mark.parametrize(
@@ -160,6 +294,10 @@ def test_rebrac_critic_penalty_needs_next_actions(data):
         ("iql", {"awr_alpha": -1.0}, "awr_alpha"),
         ("rebrac", {"actor_freq": 0}, "actor_freq"),
         ("rebrac", {"alpha_critic": -0.1}, "alpha_critic"),
+        ("rebrac", {"activation": "tanh"}, "activation='tanh'"),
+        ("iql", {"activation": "swish"}, "activation='swish'"),
+        ("fql", {"activation": "GELU"}, "activation='GELU'"),
+        ("bc", {"activation": "elu"}, "activation='elu'"),
         ("fql", {"q_agg": "max"}, "q_agg"),
         ("fql", {"bc_flow_steps": 0}, "bc_flow_steps"),
         ("rejection", {"num_particles": 0}, "num_particles"),

@@ -128,6 +128,22 @@ def test_full_budgets_equal_no_budgets():
     np.testing.assert_allclose(np.asarray(over), np.asarray(capped), rtol=1e-6, atol=1e-7)
 
 
+def test_budgets_stop_the_loop_at_the_largest_budget_in_the_batch():
+    """A batch whose budgets are all below `num_steps` evaluates the score only for the steps it uses, and matches a
+    plain run of that many steps exactly (what grouping states by budget relies on)."""
+    x0 = start_particles(seed=7)
+    calls = []
+
+    def counted_score(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return -2.0 * (x - CENTRES[:, None, :])
+
+    moved = jax.jit(lambda x: transport(counted_score, x, 8, optax.adam(0.05), 0.1, jnp.array([2, 1, 2])))(x0)
+    jax.block_until_ready(moved)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(np.asarray(moved)[[0, 2]], np.asarray(run(x0, CENTRES, num_steps=2))[[0, 2]])
+
+
 # ----------------------------------------------------------------------------- kernel / SVGD
 
 

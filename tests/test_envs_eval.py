@@ -204,7 +204,7 @@ def test_clones_are_cheap_independent_copies():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _bandit_policy(obs, budgets):
+def _bandit_policy(obs, budgets, *_rows):
     """Deterministic, row-independent: action moves towards the best action as the budget grows."""
     target = bandit_lib.best_action(obs[:, 0]).astype(np.float32)
     frac = np.minimum(budgets, 4).astype(np.float32) / 4.0
@@ -228,13 +228,16 @@ def test_bandit_batched_equals_sequential():
 def test_budgets_get_their_own_actions():
     seen = []
 
-    def policy(obs, budgets):
-        seen.append(budgets.copy())
+    def policy(obs, budgets, episodes, steps):
+        seen.append((budgets.copy(), episodes.copy(), steps.copy()))
         return _bandit_policy(obs, budgets)
 
     res = evaluate(partial(make_env, "bandit"), policy, [0, 2, 4], episodes=50, seed=0)
-    np.testing.assert_array_equal(seen[0], np.repeat(np.array([0, 2, 4], dtype=np.int32), 50))
-    assert seen[0].dtype == np.int32
+    budgets, episodes, steps = seen[0]
+    np.testing.assert_array_equal(budgets, np.repeat(np.array([0, 2, 4], dtype=np.int32), 50))
+    np.testing.assert_array_equal(episodes, np.tile(np.arange(50), 3))  # budgets share each episode's index
+    np.testing.assert_array_equal(steps, np.zeros(150))
+    assert budgets.dtype == episodes.dtype == steps.dtype == np.int32
     returns = [res[b]["return"] for b in (0, 2, 4)]
     assert returns[0] < returns[1] < returns[2]
     assert res[4]["success"] == 1.0 and res[0]["success"] < 0.5
@@ -244,7 +247,7 @@ def test_budgets_get_their_own_actions():
 def test_common_random_numbers_across_budgets():
     first_obs = []
 
-    def policy(obs, budgets):
+    def policy(obs, budgets, *_rows):
         first_obs.append(obs.copy())
         return _bandit_policy(obs, budgets)
 
@@ -257,7 +260,7 @@ def test_common_random_numbers_across_budgets():
     np.testing.assert_array_equal(rows[0], np.stack(expected))
 
 
-def _cube_policy(obs, budgets):
+def _cube_policy(obs, budgets, *_rows):
     """Deterministic and row-independent (elementwise only), budget-dependent."""
     scale = 1.0 + 0.5 * budgets.astype(np.float32)
     actions = np.tanh(scale[:, None] * (obs[:, 19:24] - obs[:, :5]))
@@ -301,17 +304,20 @@ class _CountdownEnv(gymnasium.Env):
         return np.array([self.t, self.horizon], dtype=np.float32), 1.0, self.done, False, info
 
 
-def test_one_policy_call_per_step_for_the_whole_batch():
-    shapes = []
+def test_one_policy_call_per_step_for_the_episodes_still_running():
+    shapes, rows = [], []
 
-    def policy(obs, budgets):
+    def policy(obs, budgets, episodes, steps):
         shapes.append(obs.shape)
+        rows.append((episodes.tolist(), steps.tolist()))
         # aux: 1 for the first budget's rows, 3 for the second's, so that per-step weighting is visible below
         return np.zeros((len(obs), 1), np.float32), {"aux": np.where(budgets == 0, 1.0, 3.0) * (1 + obs[:, 0])}
 
     res = evaluate(_CountdownEnv, policy, [0, 7], episodes=5, seed=0)
-    # seeds 0..4 give lengths 1, 2, 3, 4, 1: the longest episode takes 4 steps -> exactly 4 calls, all full-batch
-    assert shapes == [(10, 2)] * 4
+    # seeds 0..4 give lengths 1, 2, 3, 4, 1: the longest episode takes 4 steps -> exactly 4 calls, on the episodes
+    # that have not ended (both budgets' rows of episodes 0-4, then 1-3, 2-3, 3)
+    assert shapes == [(10, 2), (6, 2), (4, 2), (2, 2)]
+    assert rows[1] == ([1, 2, 3, 1, 2, 3], [1] * 6) and rows[3] == ([3, 3], [3, 3])
     assert res[0]["length"] == res[7]["length"] == pytest.approx(11 / 5)
     assert res[0]["return"] == pytest.approx(11 / 5) and "success" not in res[0]  # no env reported success: omitted
     # aux on step t (t = 0, 1, ...) of an episode is (1 + t) for budget 0: steps weighted equally over 11 steps
@@ -322,7 +328,7 @@ def test_one_policy_call_per_step_for_the_whole_batch():
 
 
 def test_final_success_and_step_cap():
-    def policy(obs, budgets):
+    def policy(obs, budgets, *_rows):
         return np.zeros((len(obs), 1), np.float32), {}
 
     env_fn = partial(_CountdownEnv, with_success=True)
@@ -335,7 +341,7 @@ def test_final_success_and_step_cap():
 
 
 def test_worker_processes_give_identical_results():
-    def policy(obs, budgets):
+    def policy(obs, budgets, *_rows):
         return np.zeros((len(obs), 1), np.float32), {"aux": budgets * (1.0 + obs[:, 0])}
 
     env_fn = partial(_CountdownEnv, with_success=True)
@@ -350,11 +356,74 @@ def test_worker_processes_give_identical_results():
         backend = pool._backend(1)
         backend.reset([0])
         obs = np.zeros((1, 2), np.float32)
-        backend.step(np.array([0]), np.zeros((1, 1), np.float32), obs)
+        backend.submit(np.array([0]), np.zeros((1, 1), np.float32))
+        backend.collect(obs)
+        backend.submit(np.array([0]), np.zeros((1, 1), np.float32))
         with pytest.raises(RuntimeError, match="stepped after the episode ended"):
-            backend.step(np.array([0]), np.zeros((1, 1), np.float32), obs)
+            backend.collect(obs)
     assert remote == local
     assert again == evaluate(env_fn, policy, [0, 2], episodes=4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def small_vgf_agent():
+    """An untrained small VGF agent with cube-single's dimensions (its policies compile once per module)."""
+    from vgf.agents import get_agent, make_config
+
+    config = make_config("vgf", "cpu-small", {"hidden_dims": (32, 32)})
+    return get_agent("vgf").create(config, 28, 5, seed=0)
+
+
+def test_agent_policy_rows_do_not_depend_on_their_batch(small_vgf_agent):
+    """Each row's action is a function of its own observation, budget, episode and step: the same in any batch."""
+    from vgf.training import make_policy
+
+    policy = make_policy(small_vgf_agent, seed=3, budgets=(0, 1, 2))
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((11, 28)).astype(np.float32)
+    budgets = np.array([0, 1, 2, 2] * 2 + [2, 1, 0], np.int32)
+    episodes = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2], np.int32)
+    steps = np.array([0, 1, 2, 3, 0, 1, 2, 3, 7, 7, 7], np.int32)
+    full, aux = policy(obs, budgets, episodes, steps)
+    order = rng.permutation(11)
+    shuffled, _ = policy(obs[order], budgets[order], episodes[order], steps[order])
+    np.testing.assert_array_equal(shuffled, full[order])
+    for row in range(11):
+        alone, alone_aux = policy(obs[row : row + 1], budgets[row : row + 1], episodes[row : row + 1], steps[row : row + 1])
+        np.testing.assert_array_equal(alone[0], full[row])
+        assert alone_aux["displacement"][0] == aux["displacement"][row]
+    # the keys are per episode and step: another episode (or step) of the same observation acts differently
+    again, _ = policy(obs[:1], budgets[:1], episodes[:1] + 1, steps[:1])
+    assert not np.array_equal(again[0], full[0])
+    with pytest.raises(ValueError, match="budgets \\[3\\]"):
+        policy(obs[:1], np.array([3], np.int32), episodes[:1], steps[:1])
+
+
+def test_agent_evaluation_with_workers_equals_the_serial_loop(small_vgf_agent):
+    """An agent evaluated by two env workers, policy and physics overlapped, plays what the serial loops play."""
+    from vgf.training import make_policy
+
+    agent = small_vgf_agent
+    args = dict(budgets=[0, 1, 2], episodes=3, seed=2, max_episode_steps=6)
+    with EnvPool(partial(make_env, CUBE), workers=2) as pool:
+        pooled = evaluate(None, make_policy(agent, 2, (0, 1, 2)), envs=pool, **args)
+    serial = evaluate(partial(make_env, CUBE), make_policy(agent, 2, (0, 1, 2)), **args)
+    sequential = evaluate_sequential(partial(make_env, CUBE), make_policy(agent, 2, (0, 1, 2)), **args)
+    assert pooled == serial == sequential
+    assert len({stats["displacement"] for stats in pooled.values()}) == 3  # the budgets really act differently
+
+
+def test_env_workers_are_sized_to_the_machine(monkeypatch):
+    from vgf.evaluation import env_workers
+
+    monkeypatch.delenv("VGF_ENV_WORKERS", raising=False)
+    assert env_workers(None, 200) == len(os.sched_getaffinity(0))
+    assert env_workers(3, 200) == 3 and env_workers(0, 200) == 0
+    assert env_workers(None, 1) == 0  # one-step episodes (the bandit): nothing to overlap
+    monkeypatch.setenv("VGF_ENV_WORKERS", "1")  # e.g. set by `vgf bench` for each of its concurrent runs
+    assert env_workers(None, 200) == 1
+    with pytest.raises(ValueError):
+        env_workers(-1, 200)
 
 
 @pytest.mark.parametrize(
@@ -364,7 +433,7 @@ def test_worker_processes_give_identical_results():
 )
 def test_evaluate_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
-        evaluate(_CountdownEnv, lambda o, b: (np.zeros((len(o), 1)), {}), **kwargs)
+        evaluate(_CountdownEnv, lambda o, *_rows: (np.zeros((len(o), 1)), {}), **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -46,6 +46,16 @@ def test_grid_expands_hyperparameters_only_for_agents_that_have_them():
     assert settings.overrides == {"batch_size": 64, "vgf_alpha": 0.1}
 
 
+def test_each_run_steps_its_envs_on_its_share_of_the_cores():
+    """`vgf bench` runs cores / cpus_per_run runs at once: each one's evaluation gets cpus_per_run env workers."""
+    from vgf.sweep.grid import Resources
+    from vgf.sweep.runner import worker_environment
+
+    assert worker_environment(Resources(1.0, 0.0))["VGF_ENV_WORKERS"] == "1"
+    assert worker_environment(Resources(2.0, 0.0))["VGF_ENV_WORKERS"] == "2"
+    assert worker_environment(Resources(0.5, 0.0))["VGF_ENV_WORKERS"] == "1"
+
+
 def test_run_names_are_file_safe():
     spec = RunSpec(agent="vgf", task="bandit", seed=3, preset="bandit", steps=10, overrides=(("hidden_dims", (64, 64)),))
     assert spec.name == "vgf-bandit-s3-hidden_dims=64x64"
@@ -142,6 +152,26 @@ def test_finished_runs_are_recognised(tmp_path, checkpoint_step, row, stored, fi
     spec = RunSpec(agent="bc", task="bandit", seed=0, overrides=(("batch_size", 64),), **TINY)
     write_run(tmp_path, spec, checkpoint_step, row, **stored)
     assert is_finished(spec, tmp_path) is finished
+
+
+def test_a_finished_run_of_an_older_preset_is_not_skipped(tmp_path):
+    """A run trained before a preset changed (here: FQL's networks were ReLU and its puzzle alpha 300) is another run
+    now: not skipped as finished, so training it reports the clash instead of the grid reusing its results."""
+    from vgf.agents import make_config
+    from vgf.sweep.runner import is_finished
+
+    spec = RunSpec(agent="fql", task="puzzle-3x3-play-singletask-task1", seed=0, **{**TINY, "preset": "cpu-small"})
+    row = {"step": 20, "eval/budget_0/success": 1.0}
+    write_run(tmp_path, spec, 20, row)
+    path = spec.run_dir(tmp_path) / "config.json"
+    info = json.loads(path.read_text())
+    today = dataclasses.asdict(make_config("fql", "cpu-small", task=spec.task))
+    path.write_text(json.dumps({**info, "agent_config": today}))
+    assert is_finished(spec, tmp_path)
+    old = {key: value for key, value in today.items() if key != "activation"}
+    for stored in ({**old, "alpha": 1000.0}, {**today, "alpha": 300.0}):
+        path.write_text(json.dumps({**info, "agent_config": stored}))
+        assert not is_finished(spec, tmp_path), stored
 
 
 # ----- the runner on a real local Ray instance -----

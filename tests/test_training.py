@@ -168,6 +168,43 @@ def test_a_run_written_before_the_reference_defaults_keeps_its_network(tmp_path)
         train(dataclasses.replace(settings, steps=20), dataset=dataset)
 
 
+def test_a_baseline_run_written_before_the_activation_field_stays_relu(tmp_path):
+    """A config.json from before baselines had `activation` (their networks were ReLU) loads as ReLU; resuming it
+    under today's GELU default is refused with the field named, never continued as GELU; --set activation=relu
+    continues it."""
+    dataset = make_bandit_dataset()
+    settings = TrainSettings(agent="fql", run_dir=str(tmp_path / "old"), steps=10, overrides={"activation": "relu"}, **BANDIT)
+    train(settings, dataset=dataset)
+    _, trained, _ = load_run(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    info = json.loads(path.read_text())
+    del info["agent_config"]["activation"]  # what vgf wrote then: no such field, and no override
+    info["settings"]["overrides"] = {}
+    path.write_text(json.dumps(info))
+
+    _, agent, step = load_run(tmp_path / "old")
+    assert step == 10 and agent.config.activation == "relu"
+    observations, key = np.linspace(-1, 1, 8, dtype=np.float32)[:, None], jax.random.PRNGKey(0)
+    np.testing.assert_array_equal(np.asarray(agent.act(observations, key)[0]), np.asarray(trained.act(observations, key)[0]))
+    resumed = dataclasses.replace(settings, steps=20, overrides={})
+    with pytest.raises(ValueError, match=r"holds a different run: .* activation \('relu' there, 'gelu' now\)"):
+        train(resumed, dataset=dataset)
+    train(dataclasses.replace(resumed, overrides={"activation": "relu"}), dataset=dataset)
+    assert load_run(tmp_path / "old")[2] == 20
+
+
+def test_rebrac_critic_penalty_trains_on_the_dataset_next_actions_offline_only(tmp_path):
+    dataset = make_bandit_dataset()
+    settings = TrainSettings(agent="rebrac", run_dir=str(tmp_path / "offline"), steps=10, overrides={"alpha_critic": 0.1}, **BANDIT)
+    train(settings, dataset=dataset)
+    rows = read_rows(tmp_path / "offline")
+    assert rows[-1]["step"] == 10 and math.isfinite(rows[-1]["train/critic_loss"])
+    online = dataclasses.replace(settings, run_dir=str(tmp_path / "online"), online_steps=10)
+    with pytest.raises(ValueError, match="next actions .* which online transitions do not have"):
+        train(online, dataset=dataset)
+    assert not (tmp_path / "online").exists()
+
+
 def test_agents_with_a_trained_actor_have_no_test_time_settings():
     agent = iql.create(make_config("iql", "cpu-small", {"hidden_dims": (8,)}), obs_dim=3, action_dim=2)
     assert with_test_time_settings("iql", agent, {}) is agent

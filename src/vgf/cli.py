@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import re
 import sys
 import time
@@ -20,8 +21,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for people and scripts
+PIPED_WIDTH = 240  # columns of output to a file or pipe (a log) when COLUMNS is unset; rich's default, 80, cuts tables
+
+
+def make_console(**options) -> Console:
+    """A rich console as wide as its terminal, or, writing to a file or pipe, COLUMNS (else PIPED_WIDTH) columns wide."""
+    made = Console(**options)
+    if not made.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        made.width = PIPED_WIDTH
+    return made
+
+
+console = make_console()
+err_console = make_console(stderr=True, soft_wrap=True)  # messages stay whole lines, for people and scripts
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -46,6 +58,23 @@ def override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def logger_list(text: str) -> tuple[str, ...]:
+    from vgf.training.tracking import TrackerError, parse_loggers
+
+    try:
+        return parse_loggers(text)
+    except TrackerError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_logger_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--logger", type=logger_list, metavar="NAMES",
+        help="where metric rows go besides the run directory's metrics.jsonl/csv (csv, always on): tensorboard, wandb, "
+             "or both (tensorboard,wandb); needs the [track] extra. W&B without network: WANDB_MODE=offline",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgf", description="Behavior-regularized RL by Value Gradient Flow.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--max-episode-steps", type=int, default=1001)
     make.add_argument("--out", default="data", help="output directory")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--workers", type=int, help="processes collecting episodes (default: one per core; the file is the same)")
     check = data.add_parser("check", help="validate a dataset file (.npz or D4RL .hdf5); non-zero exit with the reason")
     check.add_argument("file")
     check.add_argument("--strict", action="store_true", help="refuse actions outside the action box (default: count them and warn)")
@@ -75,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run-dir", help="default: runs/<agent>-<task>-s<seed>; with --seeds, the parent of one s<seed> directory per seed")
     tr.add_argument("--eval-budgets", type=int_list, default=(0, 1, 2, 4))
     tr.add_argument("--eval-episodes", type=int, default=10)
-    tr.add_argument("--eval-workers", type=int, default=0, help="subprocesses stepping evaluation envs")
+    tr.add_argument("--eval-workers", type=int, help="subprocesses stepping evaluation envs (default: one per core)")
     tr.add_argument("--strict", action="store_true", help="refuse dataset actions outside the action box (default: clip with a warning)")
     tr.add_argument("--keep-checkpoints", type=int, default=3, help="the newest K checkpoints are kept")
     tr.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default: --eval-every)")
@@ -87,13 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--updates-per-env-step", type=int, default=1, help="updates after each online env step (per environment)")
     tr.add_argument("--explore-vgf-steps", type=int, default=0, help="transport budget when acting online (0: best of N particles by Q, the paper's setting)")
     tr.add_argument("--normalize-rewards", action="store_true", help="scale dataset and online rewards so dataset episode returns span 1000")
+    add_logger_argument(tr)
 
     ev = commands.add_parser("eval", help="evaluate a trained run at several transport budgets")
     ev.add_argument("run_dir")
     ev.add_argument("--vgf-steps", type=int_list, default=(0, 1, 2, 4), help="transport budgets, e.g. 0,1,2,4")
     ev.add_argument("--episodes", type=int, default=50)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--workers", type=int, default=0)
+    ev.add_argument("--workers", type=int, help="subprocesses stepping the envs (default: one per core)")
     ev.add_argument("--set", dest="overrides", type=override, action="append", default=[], metavar="KEY=VALUE", help="act with a test-time config field changed, e.g. --set vgf_lr=0.01 (transport step size)")
 
     demo = commands.add_parser("demo", help="the main job end to end on embedded defaults (about 6-8 minutes on 2 cores)")
@@ -116,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cpus-per-run", type=float, default=1.0)
     bench.add_argument("--gpus-per-run", type=float, default=0.0)
     bench.add_argument("--retries", type=int, default=1, help="times a failed run is tried again")
+    add_logger_argument(bench)
     add_cluster_arguments(bench)
 
     sweep = commands.add_parser("sweep", help="run a grid of runs from a YAML file on Ray (a local instance or a cluster)")
     sweep.add_argument("file", nargs="?", help="sweep YAML file (format: README, 'Benchmarks and sweeps')")
     sweep.add_argument("--results-dir", help="default: the file's results_dir")
+    add_logger_argument(sweep)
     add_cluster_arguments(sweep)
 
     from vgf.llm.cli import add_llm_commands  # argparse only: PyTorch loads when an llm command runs
@@ -150,7 +183,8 @@ def cmd_data(args) -> int:
             raise ValueError(f"--episodes must be > 0, got {args.episodes}")
         began = time.perf_counter()
         train_path, val_path = generate_ogbench_dataset(
-            args.dataset, args.out, episodes=args.episodes, max_episode_steps=args.max_episode_steps, seed=args.seed
+            args.dataset, args.out, episodes=args.episodes, max_episode_steps=args.max_episode_steps, seed=args.seed,
+            workers=args.workers,
         )
         console.print(f"wrote {train_path} and {val_path} in {time.perf_counter() - began:.0f} s")
         return 0
@@ -206,6 +240,8 @@ def cmd_train(args) -> int:
             settings = dataclasses.replace(settings, steps=args.steps)
         if args.online_steps is not None:
             settings = dataclasses.replace(settings, online_steps=args.online_steps)
+        if args.logger is not None:
+            settings = dataclasses.replace(settings, loggers=args.logger)
         group = [settings]
     else:
         if not args.agent or not args.task:
@@ -232,6 +268,8 @@ def cmd_train(args) -> int:
             updates_per_env_step=args.updates_per_env_step,
             explore_vgf_steps=args.explore_vgf_steps,
             normalize_rewards=args.normalize_rewards,
+            loggers=args.logger or ("csv",),
+            group=seeds_group(args),
         )
         group = [dataclasses.replace(settings, seed=seed, run_dir=seed_run_dir(args, seed)) for seed in args.seeds or (args.seed,)]
     check_seed_group(group)  # refused before the progress display starts
@@ -251,8 +289,18 @@ def seed_run_dir(args, seed: int) -> str:
     such as `d4rl:hopper-medium-v2` or `minari:D4RL/door/human-v2` become one directory name."""
     if args.run_dir:
         return str(Path(args.run_dir) / f"s{seed}") if args.seeds is not None else args.run_dir
-    task = re.sub(r"[^A-Za-z0-9._-]+", "_", args.task)
-    return f"runs/{args.agent}-{task}-s{seed}"
+    return f"runs/{default_run_name(args)}-s{seed}"
+
+
+def default_run_name(args) -> str:
+    return f"{args.agent}-{re.sub(r'[^A-Za-z0-9._-]+', '_', args.task)}"
+
+
+def seeds_group(args) -> str | None:
+    """The W&B group of seeds trained together (--seeds): the name of their parent run directory."""
+    if args.seeds is None:
+        return None
+    return Path(args.run_dir).name if args.run_dir else default_run_name(args)
 
 
 def budget_table_from_row(row: dict, title: str) -> Table:
@@ -281,18 +329,22 @@ def budget_table(results: dict, title: str) -> Table:
 
 def cmd_eval(args) -> int:
     from vgf.agents import get_agent, with_test_time_settings
-    from vgf.envs import make_env
-    from vgf.evaluation import EnvPool, plot_budget_curve
+    from vgf.envs import make_env, task_spec
+    from vgf.evaluation import EnvPool, env_workers, plot_budget_curve
+    from vgf.files import atomic_write_text
     from vgf.training import evaluate_agent, load_run
 
     if min(args.vgf_steps) < 0 or args.episodes <= 0:
         raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")
     settings, agent, step = load_run(Path(args.run_dir))
+    if settings.task is None:
+        raise ValueError(f"{args.run_dir} was trained on a dataset without a task (vgf.fit): it has no environment to be evaluated in")
     changed = dict(args.overrides)
     agent = with_test_time_settings(settings.agent, agent, changed)
     budgets = args.vgf_steps if get_agent(settings.agent).USES_BUDGETS else (0,)
     began = time.perf_counter()
-    with EnvPool(functools.partial(make_env, settings.task), workers=args.workers) as pool:
+    workers = env_workers(args.workers, task_spec(settings.task).max_episode_steps)
+    with EnvPool(functools.partial(make_env, settings.task), workers=workers) as pool:
         results = evaluate_agent(agent, settings.task, budgets, args.episodes, args.seed, pool, progress=True)
     elapsed = time.perf_counter() - began
     out_dir = Path(args.run_dir) / "eval"
@@ -300,7 +352,7 @@ def cmd_eval(args) -> int:
     suffix = "".join(f"-{name}={value}" for name, value in changed.items())  # a changed setting never overwrites the default's files
     record = {"step": step, "episodes": args.episodes, "seed": args.seed, "seconds": elapsed, "test_time_settings": changed, "results": {str(b): r for b, r in results.items()}}
     out_file = out_dir / f"budgets_step{step}{suffix}.json"
-    out_file.write_text(json.dumps(record, indent=2))
+    atomic_write_text(out_file, json.dumps(record, indent=2))
     described = "".join(f", {name}={value}" for name, value in changed.items())
     plot = plot_budget_curve(results, Path(args.run_dir) / "plots" / f"budget_curve{suffix}.png", title=f"{settings.agent} on {settings.task}, step {step}{described}")
     console.print(budget_table(results, f"{settings.agent} on {settings.task}, checkpoint step {step}{described}, {args.episodes} episodes per budget"))
@@ -372,6 +424,7 @@ class SweepDisplay:
     def describe(self, status) -> str:
         if status.state.value == "running":
             retry = f", attempt {status.attempts}" if status.attempts > 1 else ""
+            retry += f", resumed from step {status.resumed_from}" if status.resumed_from else ""
             return f"{status.spec.name} ({status.step}/{status.spec.steps}{retry})"
         return status.spec.name
 
@@ -472,8 +525,9 @@ def cmd_bench(args) -> int:
         eval_budgets=args.eval_budgets,
         data_dir=args.data_dir,
         overrides=dict(args.overrides),
+        loggers=args.logger or ("csv",),
     )
-    flags = {"agents": "--agents", "tasks": "--tasks", "seeds": "--seeds", "steps": "--steps", "preset": "--preset", "set": "--set", "eval": "--eval-*", "resources": "--cpus-per-run/--gpus-per-run"}
+    flags = {"agents": "--agents", "tasks": "--tasks", "seeds": "--seeds", "steps": "--steps", "preset": "--preset", "set": "--set", "eval": "--eval-*", "resources": "--cpus-per-run/--gpus-per-run", "loggers": "--logger"}
     try:
         specs = grid.runs()
         resources = Resources(args.cpus_per_run, args.gpus_per_run)
@@ -493,7 +547,8 @@ def cmd_sweep(args) -> int:
     title = f"vgf sweep: {args.file or results_dir}"
     if args.report:
         return report_results(results_dir, title)
-    return run_and_report(sweep.grid.runs(), results_dir, sweep.resources, sweep.retries, args, title)
+    grid = dataclasses.replace(sweep.grid, loggers=args.logger) if args.logger else sweep.grid
+    return run_and_report(grid.runs(), results_dir, sweep.resources, sweep.retries, args, title)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -515,13 +570,18 @@ def main(argv: list[str] | None = None) -> int:
         "llm": cmd_llm,
     }
     from vgf.data import DatasetError
-    from vgf.training import TrainingDiverged
+    from vgf.files import WriteFailed
+    from vgf.training import RunDirectoryInUse, TrainingDiverged
 
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, DatasetError, TrainingDiverged) as error:
+    except (ValueError, FileNotFoundError, DatasetError, TrainingDiverged, RunDirectoryInUse) as error:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         return 3 if isinstance(error, TrainingDiverged) else 2
+    except WriteFailed as error:  # a full disk: nothing written before is lost, and the same command resumes
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}. Free some space, then run the same "
+                          "command again: it resumes from the last checkpoint", highlight=False)
+        return 4
     except KeyboardInterrupt as interrupted:  # a TrainingInterrupted says where the checkpoint is and how to resume
         err_console.print(str(interrupted) or "interrupted", markup=False, highlight=False)
         return 130

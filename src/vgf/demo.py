@@ -31,7 +31,7 @@ OGBENCH_BUDGETS = (0, 1, 2, 4)
 
 
 def bandit_rows(agent, label: str, budgets, episodes: int, seed: int) -> list[dict]:
-    results = evaluate(functools.partial(make_env, "bandit"), make_policy(agent, seed), list(budgets), episodes, seed=seed)
+    results = evaluate(functools.partial(make_env, "bandit"), make_policy(agent, seed, budgets), list(budgets), episodes, seed=seed)
     return [
         {
             "agent": label,

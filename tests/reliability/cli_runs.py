@@ -53,14 +53,15 @@ class CLI:
         }
         self.count = 0
 
-    def start(self, args: list[str], cached: bool = True) -> subprocess.Popen:
-        """Start `vgf ARGS`; `cached=False` for a run alongside another, as both would write the same cache entries."""
+    def start(self, args: list[str], cached: bool = True, program: list[str] = ("-m", "vgf.cli")) -> subprocess.Popen:
+        """Start `vgf ARGS`; `cached=False` for a run alongside another, as both would write the same cache entries.
+        `program`: what Python runs instead of `-m vgf.cli` (a wrapper that injects faults, then calls the CLI)."""
         self.count += 1
         log = self.work_dir / f"run{self.count}"
         env = {**os.environ, "JAX_PLATFORMS": "cpu", **(self.cache if cached else {})}
         with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:  # the child keeps its own copies
             process = subprocess.Popen(
-                [sys.executable, "-m", "vgf.cli", *args], cwd=self.work_dir, env=env, stdout=out, stderr=err,
+                [sys.executable, *program, *args], cwd=self.work_dir, env=env, stdout=out, stderr=err,
                 preexec_fn=default_sigint,
             )
         process.log = log
@@ -72,8 +73,8 @@ class CLI:
         code = process.wait(TIMEOUT)
         return code, *(" ".join(Path(f"{process.log}.{name}").read_text().split()) for name in ("out", "err"))
 
-    def run(self, args: list[str]) -> tuple[int, str, str]:
-        return self.finish(self.start(args))
+    def run(self, args: list[str], program: list[str] = ("-m", "vgf.cli")) -> tuple[int, str, str]:
+        return self.finish(self.start(args, program=program))
 
 
 def logged_step(run_dir: Path) -> int:

@@ -1,17 +1,20 @@
-"""Atomic checkpoints and metric files; keeping the last K; a damaged newest checkpoint or a stray temporary file."""
+"""Atomic, durable checkpoints and metric files; keeping the last K; a damaged newest checkpoint or a stray temporary
+file; every run file fsynced into its directory (a power cut right after a write)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_runs import CHECKPOINT_EVERY, KEEP, STEPS, logged_step, train_args
 from flax import serialization
 
+from vgf import files
 from vgf.training import MetricsLogger, list_checkpoints, load_latest_checkpoint, save_checkpoint
-from vgf.training import checkpoint as checkpoint_module
 
 
 def state(value: float) -> dict:
@@ -24,7 +27,7 @@ def test_write_killed_before_rename_keeps_old_file_and_is_never_listed(tmp_path,
     def killed(*args):
         raise KeyboardInterrupt  # the process dies between writing the temporary file and renaming it
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", killed)
+    monkeypatch.setattr(files.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, 20, state(2.0))
     monkeypatch.undo()
@@ -33,7 +36,7 @@ def test_write_killed_before_rename_keeps_old_file_and_is_never_listed(tmp_path,
     assert [step for step, _ in list_checkpoints(tmp_path)] == [10]
     step, restored, _ = load_latest_checkpoint(tmp_path, state(0.0))
     assert step == 10 and restored["params"].tolist() == [1.0] * 3
-    checkpoint_module.remove_temporaries(tmp_path)
+    files.remove_temporaries(tmp_path)
     assert list(tmp_path.glob(".*.tmp")) == []
 
 
@@ -106,3 +109,48 @@ def test_resume_after_kill_between_row_and_checkpoint_with_damaged_checkpoint_an
     assert damaged.with_name(damaged.name + ".corrupt").exists()
     assert serialization.msgpack_restore(checkpoints[STEPS].read_bytes())
     assert_same_as_reference(run_dir)
+
+
+def test_every_run_file_is_on_disk_before_its_rename_and_the_rename_before_the_write_returns(tmp_path, monkeypatch):
+    """A power cut right after a write keeps it. The data is fsynced before the rename, and the rename (an entry of the
+    directory) is only on disk once the directory is fsynced: each writer of a run's files does both before returning,
+    and a new directory is fsynced into its parent."""
+    from vgf.agents import make_config
+    from vgf.data.bandit import make_bandit_dataset
+    from vgf.evaluation import plot_learning_curve
+    from vgf.sweep.runner import _record_failure
+    from vgf.training.offline import TrainSettings, write_run_info
+    from vgf.training.online import ReplayBuffer, replay_path, save_online_checkpoint
+
+    events = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(source, destination):
+        real_replace(source, destination)
+        events.append(("rename", Path(destination)))
+
+    def fsync(fd):
+        real_fsync(fd)
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    run_dir = tmp_path.resolve() / "run"
+    checkpoints = run_dir / "checkpoints"
+    save_checkpoint(checkpoints, 10, state(1.0))
+    MetricsLogger(run_dir).log({"step": 10, "train/loss": 0.5, "eval/budget_0/success": 1.0})
+    save_online_checkpoint(checkpoints, 20, state(2.0), ReplayBuffer.like({"x": np.zeros((1, 2), np.float32)}, 4), keep=3)
+    write_run_info(run_dir, TrainSettings("vgf", "bandit", str(run_dir)), make_config("vgf", "bandit"), make_bandit_dataset(100))
+    _record_failure(run_dir, 1, "RuntimeError: boom", "Traceback ...")
+    plot_learning_curve([{"step": 10, "eval/budget_0/success": 1.0}], run_dir / "plots" / "learning_curve.png", title="t")
+
+    written = [checkpoints / "step_000000010.msgpack", run_dir / "metrics.jsonl", run_dir / "metrics.csv",
+               replay_path(checkpoints, 20), checkpoints / "step_000000020.msgpack", run_dir / "config.json",
+               run_dir / "failure.json", run_dir / "plots" / "learning_curve.png"]
+    assert sorted(path for kind, path in events if kind == "rename") == sorted(written)
+    for path in written:
+        renamed = events.index(("rename", path))
+        assert ("fsync", files.temporary_name(path)) in events[:renamed], f"{path}: data not fsynced before the rename"
+        assert ("fsync", path.parent) in events[renamed + 1 :], f"{path}: directory not fsynced after the rename"
+    for new_directory in (run_dir, checkpoints, run_dir / "plots"):
+        assert ("fsync", new_directory.parent) in events, f"{new_directory} not fsynced into its parent"

@@ -37,12 +37,35 @@ def get_agent(name: str) -> ModuleType:
     return AGENTS[name]
 
 
-def make_config(agent: str, preset: str, overrides: dict | None = None):
-    """The preset's config with `overrides` (field -> value) applied, validated; unknown names are listed."""
+def task_dataset(task: str) -> str | None:
+    """The OGBench dataset a task trains on ('cube-single-play' for 'cube-single-play-singletask-task1'), or None
+    for a task that is not an OGBench single-task name (the bandit, D4RL, Minari)."""
+    from vgf.envs import parse_task  # imported here: vgf.envs loads gymnasium, which building a config does not need
+
+    try:
+        return parse_task(task).dataset_name
+    except ValueError:
+        return None
+
+
+def task_values(agent: str, preset: str, task: str | None) -> dict:
+    """The config values the agent's `preset` takes on `task`: its module's TASK_VALUES for the task's dataset when
+    the preset is one of its TASK_PRESETS (the baselines' per-environment settings from the FQL paper), else none."""
+    module = get_agent(agent)
+    if task is None or preset not in getattr(module, "TASK_PRESETS", ()):
+        return {}
+    return dict(getattr(module, "TASK_VALUES", {}).get(task_dataset(task), {}))
+
+
+def make_config(agent: str, preset: str, overrides: dict | None = None, task: str | None = None):
+    """The preset's config with `overrides` (field -> value) applied, validated; unknown names are listed.
+
+    With a `task`, the preset first takes that task's environment values (`task_values`), and `overrides` win over them.
+    """
     module = get_agent(agent)
     if preset not in module.PRESETS:
         raise ValueError(f"unknown preset {preset!r} for agent {agent!r}; valid presets: {', '.join(module.PRESETS)}")
-    config = module.PRESETS[preset]
+    config = dataclasses.replace(module.PRESETS[preset], **task_values(agent, preset, task))
     overrides = dict(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(config)}
     unknown = sorted(set(overrides) - set(fields))
@@ -89,4 +112,18 @@ def config_from_dict(agent: str, values: dict):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}).validate()
 
 
-__all__ = ["AGENTS", "config_from_dict", "get_agent", "make_config", "with_test_time_settings"]
+def needs_next_actions(agent: str, config) -> bool:
+    """Whether the agent's training batches must hold 'next_actions' (the dataset's action one step later)."""
+    return bool(getattr(get_agent(agent), "needs_next_actions", lambda config: False)(config))
+
+
+__all__ = [
+    "AGENTS",
+    "config_from_dict",
+    "get_agent",
+    "make_config",
+    "needs_next_actions",
+    "task_dataset",
+    "task_values",
+    "with_test_time_settings",
+]

@@ -1,9 +1,14 @@
-"""Flow-matching behavior cloning: the reference model alone (VGF at budget 0 with one particle, no critic)."""
+"""Flow-matching behavior cloning: the reference model alone (VGF at budget 0 with one particle, no critic).
+
+Its velocity network uses GELU by default, like the FQL repository's networks; with `activation="relu"` (the
+`bandit` preset) it is exactly VGF's reference model.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import Any
 
 import flax
 import jax
@@ -13,6 +18,7 @@ from flax.training.train_state import TrainState
 from vgf.agents.train_state import adam_train_state
 
 from vgf.core import FlowVelocity, flow_matching_loss, sample_flow
+from vgf.core.networks import ACTIVATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +28,9 @@ class BCConfig:
     learning_rate: float = 3e-4
     batch_size: int = 256
     bc_flow_steps: int = 10
+    # Hidden-layer activation of the velocity network: 'gelu' as in the FQL repo's networks; 'relu' is VGF's reference
+    # model, what vgf used before, and what checkpoints written then were trained with.
+    activation: str = "gelu"
     bf16: bool = False
 
     def validate(self) -> "BCConfig":
@@ -31,11 +40,13 @@ class BCConfig:
                 "batch_size": self.batch_size > 0,
                 "learning_rate": self.learning_rate > 0,
                 "bc_flow_steps": self.bc_flow_steps > 0,
+                "activation": self.activation in ACTIVATIONS,
             }.items()
             if not ok
         ]
         if bad:
-            raise ValueError("invalid BC config: " + ", ".join(bad))
+            hint = "" if self.activation in ACTIVATIONS else f" (activation: one of {', '.join(ACTIVATIONS)})"
+            raise ValueError(f"invalid BC config: {', '.join(bad)}{hint}")
         return self
 
 
@@ -46,8 +57,17 @@ TEST_TIME_FIELDS: tuple[str, ...] = ("bc_flow_steps",)
 PRESETS: dict[str, BCConfig] = {
     "paper": BCConfig(),
     "cpu-small": BCConfig(hidden_dims=(256, 256, 256), bc_flow_steps=5),
-    "bandit": BCConfig(hidden_dims=(128, 128), bc_flow_steps=8, learning_rate=1e-3),
+    # ReLU: on the bandit, BC stands for VGF's reference model in the known-answer comparison (vgf demo, tests).
+    "bandit": BCConfig(hidden_dims=(128, 128), bc_flow_steps=8, learning_rate=1e-3, activation="relu"),
 }
+
+# Config fields added since checkpoints were first written, with the value the runs before them were trained with.
+LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}
+
+
+def upgrade_config(values: dict) -> dict:
+    """A config dict written by an earlier vgf, with the fields added since set as that run was trained."""
+    return {**LEGACY_VALUES, **values}
 
 
 class BCAgent(flax.struct.PyTreeNode):
@@ -77,7 +97,8 @@ class BCAgent(flax.struct.PyTreeNode):
 def create(config: BCConfig, obs_dim: int, action_dim: int, seed: int = 0) -> BCAgent:
     config.validate()
     rng, key = jax.random.split(jax.random.PRNGKey(seed))
-    net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, jnp.bfloat16 if config.bf16 else None)
+    dtype = jnp.bfloat16 if config.bf16 else None
+    net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, dtype, activation=config.activation)
     params = net.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)), jnp.zeros((1, 1)))
     flow = adam_train_state(net.apply, params, config.learning_rate)
     return BCAgent(rng=rng, flow=flow, config=config, action_dim=action_dim)

@@ -21,6 +21,7 @@ from flax.training.train_state import TrainState
 from vgf.agents.train_state import adam_train_state
 from vgf.agents.vgf import nonpytree_field
 from vgf.core import MLP, CriticEnsemble, FlowVelocity, aggregate_ensemble, critic_loss, flow_matching_loss, sample_flow
+from vgf.core.networks import ACTIVATIONS
 
 USES_BUDGETS = False  # whether `act` honours per-state transport budgets
 # Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
@@ -42,6 +43,9 @@ class FQLConfig:
     alpha: float = 300.0
     normalize_q_loss: bool = False  # divide the Q term by mean |Q|; FQL repo default (off in the paper)
     bc_flow_steps: int = 10  # Euler steps of the flow BC model; FQL repo default
+    # Hidden-layer activation of every network (critic, flow BC model, one-step policy): 'gelu' as in the FQL repo's
+    # utils/networks.py; 'relu' is what vgf used before, and what checkpoints written then were trained with.
+    activation: str = "gelu"
     bf16: bool = False  # matrix products in bfloat16 (parameters and optimiser state stay float32)
 
     def validate(self) -> "FQLConfig":
@@ -53,17 +57,19 @@ class FQLConfig:
             "q_agg": self.q_agg in ("mean", "min"),
             "alpha": self.alpha >= 0,
             "bc_flow_steps": self.bc_flow_steps > 0,
+            "activation": self.activation in ACTIVATIONS,
         }
         bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError("invalid FQL config: " + ", ".join(bad))
+            hint = "" if self.activation in ACTIVATIONS else f" (activation: one of {', '.join(ACTIVATIONS)})"
+            raise ValueError(f"invalid FQL config: {', '.join(bad)}{hint}")
         return self
 
 
 PRESETS: dict[str, FQLConfig] = {
-    # OGBench cube-single/cube-double/scene: alpha 300 (FQL README).
+    # OGBench cube-single/cube-double/scene: alpha 300 (FQL README). On a task of TASK_VALUES, that task's values.
     "paper": FQLConfig(),
-    # OGBench puzzle-3x3/puzzle-4x4: alpha 1000 (FQL README).
+    # alpha 1000 whatever the task (FQL README's puzzle-3x3/puzzle-4x4 value); `paper` picks it on the puzzles itself.
     "paper-puzzle": FQLConfig(alpha=1000.0),
     "cpu-small": FQLConfig(hidden_dims=(256, 256, 256), bc_flow_steps=5),
     # The contextual bandit: one-step episodes (discount 0); rewards in [0, 1], so the Q term is normalised.
@@ -71,6 +77,35 @@ PRESETS: dict[str, FQLConfig] = {
         hidden_dims=(128, 128), discount=0.0, learning_rate=1e-3, bc_flow_steps=8, alpha=1.0, normalize_q_loss=True
     ),
 }
+
+# Presets that take the values of TASK_VALUES on those tasks (`vgf.agents.make_config(..., task=...)`).
+TASK_PRESETS: tuple[str, ...] = ("paper", "cpu-small")
+# Per-dataset values, by OGBench dataset name (every task of that dataset), all from the FQL README's command for
+# that environment ("FQL on state-based OGBench"; the paper's settings).
+TASK_VALUES: dict[str, dict[str, Any]] = {
+    "cube-single-play": {"alpha": 300.0},  # FQL README: --agent.alpha=300
+    "cube-double-play": {"alpha": 300.0},  # FQL README: --agent.alpha=300
+    "scene-play": {"alpha": 300.0},  # FQL README: --agent.alpha=300
+    "puzzle-3x3-play": {"alpha": 1000.0},  # FQL README: --agent.alpha=1000
+    "puzzle-4x4-play": {"alpha": 1000.0},  # FQL README: --agent.alpha=1000
+    "antmaze-large-navigate": {"alpha": 10.0, "q_agg": "min"},  # FQL README: --agent.q_agg=min --agent.alpha=10
+    # FQL README: --agent.discount=0.995 --agent.q_agg=min --agent.alpha=10
+    "antmaze-giant-navigate": {"alpha": 10.0, "q_agg": "min", "discount": 0.995},
+    # FQL README: --agent.discount=0.995 --agent.alpha=30
+    "humanoidmaze-medium-navigate": {"alpha": 30.0, "discount": 0.995},
+    # FQL README: --agent.discount=0.995 --agent.alpha=30
+    "humanoidmaze-large-navigate": {"alpha": 30.0, "discount": 0.995},
+    # FQL README: --agent.discount=0.995 --agent.alpha=10
+    "antsoccer-arena-navigate": {"alpha": 10.0, "discount": 0.995},
+}
+
+# Config fields added since checkpoints were first written, with the value the runs before them were trained with.
+LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}
+
+
+def upgrade_config(values: dict) -> dict:
+    """A config dict written by an earlier vgf, with the fields added since set as that run was trained."""
+    return {**LEGACY_VALUES, **values}
 
 
 class FQLAgent(struct.PyTreeNode):
@@ -151,9 +186,11 @@ def create(config: FQLConfig, obs_dim: int, action_dim: int, seed: int = 0) -> F
     dtype = jnp.bfloat16 if config.bf16 else None
     rng, critic_key, flow_key, one_step_key = jax.random.split(jax.random.PRNGKey(seed), 4)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
-    critic_net = CriticEnsemble(config.hidden_dims, 2, config.critic_layer_norm, dtype)
-    flow_net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, dtype)
-    one_step_net = MLP(config.hidden_dims, action_dim, config.actor_layer_norm, dtype)  # input: [state, noise]
+    activation = config.activation
+    critic_net = CriticEnsemble(config.hidden_dims, 2, config.critic_layer_norm, dtype, activation=activation)
+    flow_net = FlowVelocity(config.hidden_dims, action_dim, config.actor_layer_norm, dtype, activation=activation)
+    # input: [state, noise]
+    one_step_net = MLP(config.hidden_dims, action_dim, config.actor_layer_norm, dtype, activation=activation)
     critic_params = critic_net.init(critic_key, obs, act)
     flow_params = flow_net.init(flow_key, obs, act, jnp.zeros((1, 1)))
     one_step_params = one_step_net.init(one_step_key, jnp.concatenate([obs, act], axis=-1))

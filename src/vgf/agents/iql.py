@@ -20,6 +20,7 @@ from flax.training.train_state import TrainState
 from vgf.agents.train_state import adam_train_state
 from vgf.agents.vgf import nonpytree_field
 from vgf.core import MLP, CriticEnsemble, critic_loss, expectile_loss
+from vgf.core.networks import ACTIVATIONS
 
 USES_BUDGETS = False  # whether `act` honours per-state transport budgets
 # Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
@@ -36,11 +37,13 @@ class IQLConfig:
     discount: float = 0.99  # FQL repo default (0.995 for the long-horizon mazes)
     tau: float = 0.005  # FQL repo default
     expectile: float = 0.9  # FQL repo default
-    # AWR inverse temperature: weight exp(alpha * advantage). FQL repo default 10; 1 on cube-single (FQL README,
-    # visual-cube-single command, the same value as the paper's state-based cube-single setting).
+    # AWR inverse temperature: weight exp(alpha * advantage). FQL repo default 10; 1 on cube-single (see TASK_VALUES).
     awr_alpha: float = 1.0
     max_awr_weight: float = 100.0  # FQL repo: exp weights clipped at 100
     actor_output_scale: float = 0.01  # initial scale of the actor's last layer; FQL repo utils/networks.py default
+    # Hidden-layer activation of every network (Q, V, actor): 'gelu' as in the FQL repo's utils/networks.py; 'relu'
+    # is what vgf used before, and what checkpoints written then were trained with.
+    activation: str = "gelu"
     bf16: bool = False  # matrix products in bfloat16 (parameters and optimiser state stay float32)
 
     def validate(self) -> "IQLConfig":
@@ -53,10 +56,12 @@ class IQLConfig:
             "awr_alpha": self.awr_alpha >= 0,
             "max_awr_weight": self.max_awr_weight > 0,
             "actor_output_scale": self.actor_output_scale > 0,
+            "activation": self.activation in ACTIVATIONS,
         }
         bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError("invalid IQL config: " + ", ".join(bad))
+            hint = "" if self.activation in ACTIVATIONS else f" (activation: one of {', '.join(ACTIVATIONS)})"
+            raise ValueError(f"invalid IQL config: {', '.join(bad)}{hint}")
         return self
 
 
@@ -67,6 +72,24 @@ PRESETS: dict[str, IQLConfig] = {
     # The contextual bandit: one-step episodes (discount 0); rewards in [0, 1] need a sharper AWR weight.
     "bandit": IQLConfig(hidden_dims=(128, 128), discount=0.0, learning_rate=1e-3, awr_alpha=10.0),
 }
+
+# Presets that take the values of TASK_VALUES on those tasks (`vgf.agents.make_config(..., task=...)`).
+TASK_PRESETS: tuple[str, ...] = ("paper", "cpu-small")
+# Per-dataset AWR temperature, by OGBench dataset name, only where a command line from the FQL authors states it;
+# the other datasets keep the preset's value until the FQL paper's table (arXiv:2502.02538, appendix) is checked.
+TASK_VALUES: dict[str, dict[str, Any]] = {
+    "cube-single-play": {"awr_alpha": 1.0},  # InFOM repository README (same group), state-based cube-single: alpha 1
+    # FQL README (IQL on humanoidmaze-medium): --agent.discount=0.995 --agent.alpha=10
+    "humanoidmaze-medium-navigate": {"awr_alpha": 10.0, "discount": 0.995},
+}
+
+# Config fields added since checkpoints were first written, with the value the runs before them were trained with.
+LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}
+
+
+def upgrade_config(values: dict) -> dict:
+    """A config dict written by an earlier vgf, with the fields added since set as that run was trained."""
+    return {**LEGACY_VALUES, **values}
 
 
 class IQLAgent(struct.PyTreeNode):
@@ -136,10 +159,16 @@ def create(config: IQLConfig, obs_dim: int, action_dim: int, seed: int = 0) -> I
     dtype = jnp.bfloat16 if config.bf16 else None
     critic_key, value_key, actor_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
-    critic_net = CriticEnsemble(config.hidden_dims, 2, config.critic_layer_norm, dtype)
-    value_net = MLP(config.hidden_dims, 1, config.critic_layer_norm, dtype)
+    activation = config.activation
+    critic_net = CriticEnsemble(config.hidden_dims, 2, config.critic_layer_norm, dtype, activation=activation)
+    value_net = MLP(config.hidden_dims, 1, config.critic_layer_norm, dtype, activation=activation)
     actor_net = MLP(
-        config.hidden_dims, action_dim, config.actor_layer_norm, dtype, output_init_scale=config.actor_output_scale
+        config.hidden_dims,
+        action_dim,
+        config.actor_layer_norm,
+        dtype,
+        output_init_scale=config.actor_output_scale,
+        activation=activation,
     )
     critic_params = critic_net.init(critic_key, obs, act)
     return IQLAgent(

@@ -93,6 +93,7 @@ class RejectionAgent(struct.PyTreeNode):
     # below differ (no transport).
     q_values = VGFAgent.q_values
     sample_reference = VGFAgent.sample_reference
+    reference_from_noise = VGFAgent.reference_from_noise  # what sample_reference integrates with
     flow_loss_fn = VGFAgent.flow_loss_fn
     update = VGFAgent.update
 

@@ -32,23 +32,35 @@ def transport(
     """Run `num_steps` SVGD steps x <- clip(x + optimizer(phi(x))) with fresh optimizer state.
 
     `budgets` ([B] ints, optional) caps the number of steps for each state; steps beyond a state's budget
-    leave its particles where they are. With `num_steps == 0` the particles are returned unchanged.
+    leave its particles where they are, and the loop stops after the largest budget in the batch (at most
+    `num_steps`), so a batch of states with small budgets pays only for its own steps. With `num_steps == 0` the
+    particles are returned unchanged.
     `bandwidth_gradient` selects the reference's repulsion (True) or textbook SVGD's (False): see `svgd_direction`.
     """
     if num_steps == 0:
         return particles
     opt_state = optimizer.init(particles)
 
-    def step(carry, step_index):
-        x, state = carry
+    def step(step_index, x, state):
         phi = svgd_direction(x, score_fn(x), alpha, bandwidth_gradient)
         updates, state = optimizer.update(-phi, state, x)
         moved = jnp.clip(x + updates, low, high)
         if budgets is not None:
             moved = jnp.where((step_index < budgets)[:, None, None], moved, x)
-        return (moved, state), None
+        return moved, state
 
-    (particles, _), _ = jax.lax.scan(step, (particles, opt_state), jnp.arange(num_steps))
+    if budgets is None:
+        (particles, _), _ = jax.lax.scan(
+            lambda carry, i: (step(i, *carry), None), (particles, opt_state), jnp.arange(num_steps)
+        )
+        return particles
+    # A loop whose trip count is the batch's largest budget: the static `num_steps` only bounds it.
+    last = jnp.minimum(jnp.max(budgets), num_steps)
+    _, particles, _ = jax.lax.while_loop(
+        lambda carry: carry[0] < last,
+        lambda carry: (carry[0] + 1, *step(carry[0], carry[1], carry[2])),
+        (jnp.zeros((), jnp.int32), particles, opt_state),
+    )
     return particles
 
 

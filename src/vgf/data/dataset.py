@@ -273,6 +273,16 @@ class Dataset:
         """The six arrays by name (observations, actions, rewards, next_observations, masks, terminals)."""
         return {key: getattr(self, key) for key in ARRAY_KEYS}
 
+    def next_actions(self) -> np.ndarray:
+        """The dataset's action at the next step of the same trajectory, per transition (ReBRAC's critic penalty).
+
+        Transitions are stored in trajectory order, so that is the next row's action, except on the last transition
+        of a trajectory (`terminals` 1) and the dataset's last row, where the transition's own action stands in: the
+        trajectory has no next action there (the FQL repository takes the next row's action, from the next trajectory).
+        """
+        following = np.concatenate([self.actions[1:], self.actions[-1:]])
+        return np.where(self.terminals[:, None] > 0, self.actions, following)
+
     def __repr__(self) -> str:
         return (
             f"Dataset(size={self.size}, obs_dim={self.obs_dim}, action_dim={self.action_dim}, "

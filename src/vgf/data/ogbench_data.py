@@ -15,10 +15,9 @@ yields T - 1 transitions).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import numpy as np
 import vgf.envs  # noqa: F401  (on import, picks a headless MuJoCo GL backend before OGBench/dm_control load)
 from vgf.data.check import check_file
 from vgf.data.dataset import DEFAULT_ACTION_BOUNDS, Dataset, DatasetError
+from vgf.envs import one_thread_children, usable_cores
+from vgf.files import atomic_file
 
 __all__ = [
     "OGBENCH_PLAY_DATASETS",
@@ -50,6 +51,9 @@ OGBENCH_PLAY_DATASETS: dict[str, str] = {
 NUM_OGBENCH_TASKS = 5  # every OGBench single-task environment has task1 ... task5
 _MAX_EPISODE_RETRIES = 20  # consecutive failed health checks before giving up
 _VIEW_MARGIN = 0.1  # metres a cube may stray beyond the workspace box before an episode is redone
+# A worker process costs ~2-3 s to start (imports, env build), the time of ~1500 env steps: smaller datasets are
+# collected in this process unless workers are asked for.
+_PARALLEL_MIN_STEPS = 5000
 
 
 @contextlib.contextmanager
@@ -196,23 +200,108 @@ def _collect_episode(env, oracles, dataset_name, max_steps, episode_seed, health
     return episode
 
 
+def _episode_seeds(seed: int) -> Iterator[int]:
+    """The seeds of the episodes to try, in order (a failed episode's replacement takes the next one)."""
+    sequence = np.random.SeedSequence(int(seed))
+    while True:
+        yield int(sequence.spawn(1)[0].generate_state(1, dtype=np.uint32)[0])
+
+
+class _Collector:
+    """One data-collection env with its oracles; collects the episode of a seed (None: failed health check)."""
+
+    def __init__(self, dataset_name: str, max_episode_steps: int, noise: float, noise_smoothing: float):
+        import gymnasium
+
+        _import_ogbench()
+        self.dataset_name, self.max_episode_steps = dataset_name, max_episode_steps
+        self.family = _family(dataset_name)
+        with _quiet_env_warnings():
+            self.env = gymnasium.make(
+                OGBENCH_PLAY_DATASETS[dataset_name],
+                terminate_at_goal=False,
+                mode="data_collection",
+                max_episode_steps=max_episode_steps,
+            )
+        self.oracles = _make_oracles(self.env, self.family, noise, noise_smoothing)
+
+    def __call__(self, episode_seed: int) -> dict | None:
+        saved_global_state = np.random.get_state()
+        try:
+            with _quiet_env_warnings():
+                return _collect_episode(self.env, self.oracles, self.dataset_name, self.max_episode_steps,
+                                        episode_seed, health_check=self.family == "scene")
+        finally:
+            np.random.set_state(saved_global_state)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+_WORKER_COLLECTOR: _Collector | None = None  # the collector of a worker process
+
+
+def _start_worker(*collector_args) -> None:
+    global _WORKER_COLLECTOR
+    _WORKER_COLLECTOR = _Collector(*collector_args)
+
+
+def _collect_in_worker(episode_seed: int) -> dict | None:
+    return _WORKER_COLLECTOR(episode_seed)
+
+
+@contextlib.contextmanager
+def _episodes_in_order(
+    collector_args: tuple, seeds: Iterator[int], workers: int, wanted: int
+) -> Iterator[Iterator[dict | None]]:
+    """The episodes of `seeds`, in their order, until `wanted` of them have passed the health check; collected in
+    this process (`workers` <= 1) or by `workers` processes, each with its own env, a few seeds ahead of the caller
+    but never beyond what can still be needed. Every episode depends on its seed alone, so both give the same
+    episodes."""
+    if workers <= 1:
+        collector = _Collector(*collector_args)
+        try:
+            yield (collector(episode_seed) for episode_seed in seeds)
+        finally:
+            collector.close()
+        return
+    import collections
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    executor = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=collector_args
+    )
+    limits = one_thread_children()  # held while the executor may start processes: it starts them on demand
+
+    def ordered() -> Iterator[dict | None]:
+        window: collections.deque = collections.deque()
+        passed = 0
+        while passed < wanted:
+            while len(window) < 2 * workers and passed + len(window) < wanted:
+                window.append(executor.submit(_collect_in_worker, next(seeds)))
+            episode = window.popleft().result()
+            passed += episode is not None
+            yield episode
+
+    try:
+        with limits:
+            yield ordered()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _savez_reproducibly(handle, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez`'s layout with fixed member timestamps, so that one seed gives the same bytes every time."""
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, value in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
+
+
 def _concat(episodes: list[dict]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([ep[key] for ep in episodes], axis=0) for key in episodes[0]}
-
-
-def _write_npz_temp(directory: Path, final_name: str, arrays: dict[str, np.ndarray]) -> Path:
-    """Write `arrays` to a temporary file in `directory` (same filesystem as the final name)."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:  # a file object: numpy appends no ".npz" to the name
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -230,6 +319,7 @@ def generate_ogbench_dataset(
     noise: float = 0.1,
     noise_smoothing: float = 0.5,
     progress: bool = True,
+    workers: int | None = None,
 ) -> tuple[Path, Path]:
     """Collect an OGBench-format play dataset locally; returns (train_path, val_path).
 
@@ -237,7 +327,9 @@ def generate_ogbench_dataset(
     `max(1, episodes // 10)` more to the `-val.npz` file beside it. Stored per step: observations,
     actions (float32), terminals (bool, True on the last step of each episode), qpos / qvel before the
     step (float32) and, for environments with buttons, button_states before the step (int64).
-    A fixed `seed` reproduces the files exactly. Both files are written atomically.
+    Episodes are collected by `workers` processes (default: one per core, or this process alone for datasets of
+    under `_PARALLEL_MIN_STEPS` steps; 0 or 1: this process), each episode from its own seed, so a fixed `seed`
+    gives byte-identical files whatever the number of workers. Both files are written atomically.
     """
     _check_dataset_name(dataset_name)
     if int(episodes) != episodes or episodes < 1:
@@ -249,64 +341,47 @@ def generate_ogbench_dataset(
         )
     if not (noise >= 0 and noise_smoothing >= 0):
         raise DatasetError(f"{dataset_name}: noise and noise_smoothing must be >= 0, got {noise!r}, {noise_smoothing!r}")
+    if workers is not None and workers < 0:
+        raise DatasetError(f"{dataset_name}: workers must be >= 0, got {workers!r}")
     episodes, max_episode_steps = int(episodes), int(max_episode_steps)
     num_val = max(1, episodes // 10)
+    if workers is None:
+        workers = usable_cores() if (episodes + num_val) * max_episode_steps >= _PARALLEL_MIN_STEPS else 0
+    workers = min(workers, episodes + num_val)
 
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path = ogbench_dataset_path(out_dir, dataset_name)
     val_path = ogbench_val_path(train_path)
 
-    import gymnasium
-
-    _import_ogbench()
-    family = _family(dataset_name)
-    with _quiet_env_warnings():
-        env = gymnasium.make(
-            OGBENCH_PLAY_DATASETS[dataset_name],
-            terminate_at_goal=False,
-            mode="data_collection",
-            max_episode_steps=max_episode_steps,
-        )
-    seeds = np.random.SeedSequence(int(seed))
-    saved_global_state = np.random.get_state()
+    collector_args = (dataset_name, max_episode_steps, float(noise), float(noise_smoothing))
     collected: list[dict] = []
-    try:
-        oracles = _make_oracles(env, family, noise, noise_smoothing)
-        with _progress_bar(episodes + num_val, dataset_name, progress) as bar, _quiet_env_warnings():
-            redone = 0
-            while len(collected) < episodes + num_val:
-                for _attempt in range(_MAX_EPISODE_RETRIES):
-                    episode_seed = int(seeds.spawn(1)[0].generate_state(1, dtype=np.uint32)[0])
-                    episode = _collect_episode(
-                        env, oracles, dataset_name, max_episode_steps, episode_seed, health_check=family == "scene"
-                    )
-                    if episode is not None:
-                        break
-                    redone += 1
-                    bar.set_postfix(redone=redone)
-                else:
+    with _episodes_in_order(collector_args, _episode_seeds(seed), workers, episodes + num_val) as results, \
+            _progress_bar(episodes + num_val, dataset_name, progress) as bar:
+        redone = failed_in_a_row = 0
+        for episode in results:
+            if episode is None:
+                redone, failed_in_a_row = redone + 1, failed_in_a_row + 1
+                bar.set_postfix(redone=redone)
+                if failed_in_a_row == _MAX_EPISODE_RETRIES:
                     raise RuntimeError(
                         f"{dataset_name}: {_MAX_EPISODE_RETRIES} consecutive episodes failed the health check "
                         "(a cube left the scene); the simulation looks unstable"
                     )
-                collected.append(episode)
-                bar.update(1)
-    finally:
-        np.random.set_state(saved_global_state)
-        env.close()
+                continue
+            failed_in_a_row = 0
+            collected.append(episode)
+            bar.update(1)
+            if len(collected) == episodes + num_val:
+                break
 
     train = _concat(collected[:episodes])
     val = _concat(collected[episodes:])
-    tmp_train = _write_npz_temp(out_dir, train_path.name, train)
-    try:
-        tmp_val = _write_npz_temp(out_dir, val_path.name, val)
-    except BaseException:
-        tmp_train.unlink(missing_ok=True)
-        raise
-    # Validation file first: a present training file then implies its validation partner exists.
-    os.replace(tmp_val, val_path)
-    os.replace(tmp_train, train_path)
+    # The validation file is committed first (the inner block), so a present training file implies its partner.
+    with atomic_file(train_path) as train_handle:
+        _savez_reproducibly(train_handle, train)
+        with atomic_file(val_path) as val_handle:
+            _savez_reproducibly(val_handle, val)
     return train_path, val_path
 
 

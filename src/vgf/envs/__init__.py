@@ -22,6 +22,9 @@ from .ogbench_envs import configure_headless_mujoco, silence_known_warnings
 configure_headless_mujoco()
 silence_known_warnings()
 
+import contextlib  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import gymnasium  # noqa: E402
@@ -97,6 +100,38 @@ def task_spec(task: str) -> TaskSpec:
     )
 
 
+_THREAD_LIMIT_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def one_thread_children() -> Iterator[None]:
+    """Processes started inside this block run their BLAS / OpenMP on one thread (unless the user set the limits).
+
+    Env workers each mean to use one core. OpenBLAS (OGBench's controllers call numpy.linalg) would otherwise start a
+    thread per core in every worker, and their spinning threads fight over the cores (measured: 2 workers on 2 cores
+    gave no speed-up at all). Children read the limits from the environment they inherit when they start.
+    """
+    saved = {name: os.environ.get(name) for name in _THREAD_LIMIT_VARS}
+    for name in _THREAD_LIMIT_VARS:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def make_env(task: str, *, fresh: bool = False) -> gymnasium.Env:
     """Build the environment for a task name.
 
@@ -126,6 +161,8 @@ __all__ = [
     "TaskSpec",
     "clear_env_cache",
     "make_env",
+    "one_thread_children",
     "task_spec",
+    "usable_cores",
     "valid_patterns",
 ]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rollout import EnvPool, EvalResults, PolicyFn, evaluate, evaluate_sequential
+from .rollout import EnvPool, EvalResults, PolicyFn, env_workers, evaluate, evaluate_sequential
 
 __all__ = [
     "EnvPool",
     "EvalResults",
     "PolicyFn",
+    "env_workers",
     "evaluate",
     "evaluate_sequential",
     "plot_budget_curve",

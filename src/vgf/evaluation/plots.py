@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vgf.files import atomic_file
+
 _SUCCESS_COLOR = "tab:blue"
 _RETURN_COLOR = "tab:orange"
 _DISPLACEMENT_COLOR = "tab:green"
@@ -27,8 +29,8 @@ def _new_figure(ncols: int, width_per_panel: float = 5.0, height: float = 3.8) -
 
 def _save(fig: Figure, path) -> Path:
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, format="png")
+    with atomic_file(out) as handle:
+        fig.savefig(handle, dpi=120, format="png")
     return out
 
 

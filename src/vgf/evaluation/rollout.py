@@ -1,22 +1,24 @@
 """Vectorised, policy-agnostic evaluation over transport budgets.
 
 The evaluator steps every episode of every budget together: with ``B`` budgets and ``N`` episodes it keeps
-``E = B * N`` environments, and each environment step makes **one** policy call on the whole ``[E, obs_dim]`` batch
-(row ``j * N + i`` is episode ``i`` of budget ``budgets[j]``). Episode ``i`` of every budget is reset with seed
-``seed + i``, so budgets are compared on the same initial states (common random numbers). Each env runs exactly one
-episode; a finished row keeps its last observation in the batch and its actions are ignored, so the policy always
-sees a fixed batch shape (one jit compilation).
+``E = B * N`` environments (row ``j * N + i`` is episode ``i`` of budget ``budgets[j]``). Episode ``i`` of every
+budget is reset with seed ``seed + i``, so budgets are compared on the same initial states (common random numbers).
+Each env runs exactly one episode; a finished episode leaves the batch, so the policy is only asked for the actions
+of episodes still running.
 
 Env construction. ``evaluate`` needs ``E`` live envs. By default it calls ``env_fn`` ``E`` times and closes the
 envs afterwards. Because repeated evaluations during training should not rebuild them, an :class:`EnvPool` can be
 passed as ``envs=``: it builds envs on demand and keeps them for the next call (reset with fresh seeds each time).
 Build cost matters mostly for OGBench manipulation envs: a from-scratch cube-single env takes ~1.4-2 s and
-~150 MB, which is why ``vgf.envs.make_env`` hands out ~5-9 ms / ~1.5 MB clones of a cached prototype; with it,
-building the 200 envs of a 4-budget x 50-episode evaluation takes about 2 s.
+~150 MB, which is why ``vgf.envs.make_env`` hands out ~5-9 ms / ~1.5 MB clones of a cached prototype.
 
-Stepping cost. An OGBench cube-single step costs ~2.5 ms of CPU (half MuJoCo, half OGBench's Python), so
-evaluation time is dominated by the envs, not by this loop (~320 env-steps/s on one core). ``EnvPool(...,
-workers=W)`` spreads the rows over ``W`` subprocesses that step in parallel, with identical results.
+Using the cores. An OGBench cube-single step costs ~2.3 ms of CPU (half MuJoCo, half OGBench's Python), more than
+the policy's share of a step, so the envs set the pace. ``EnvPool(..., workers=W)`` spreads the rows over ``W``
+subprocesses that step in parallel, and the evaluator then splits the running episodes into two lanes and
+overlaps them: while the workers step one lane, this process computes the next actions of the other, so the wall
+time approaches the larger of (policy, physics / W) instead of their sum. :func:`env_workers` sizes ``W`` to the
+machine. The results are those of the serial loop whenever each episode's actions depend only on its own
+observations and keys (as with ``vgf.training.make_policy``): splitting the batch changes nothing then.
 """
 
 from __future__ import annotations
@@ -28,14 +30,42 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-PolicyFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
-"""policy(observations [E, obs_dim] float32, budgets [E] int32) -> (actions [E, action_dim], aux).
+PolicyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
+"""policy(observations [R, obs_dim] float32, budgets [R] int32, episodes [R] int32, steps [R] int32)
+-> (actions [R, action_dim], aux), for ``R`` running episodes.
 
-``aux`` maps names to per-row float arrays [E] (e.g. 'displacement': how far the played action moved from its
-reference sample). The policy owns its randomness. It receives a fresh observation array at every call.
+``episodes`` is each row's episode index ``i`` (shared by its budgets) and ``steps`` the steps it has taken, so a
+policy can draw each episode's randomness from its own key. ``aux`` maps names to per-row float arrays [R] (e.g.
+'displacement': how far the played action moved from its reference sample). The policy receives fresh arrays at
+every call. A policy may carry an attribute ``rows_per_call`` (its compiled batch size): the lanes of a pipelined
+evaluation are then cut in whole multiples of it, which spares padding.
 """
 
 EvalResults = dict[int, dict[str, float]]
+
+
+WORKERS_VARIABLE = "VGF_ENV_WORKERS"
+
+
+def env_workers(requested: int | None = None, episode_steps: int | None = None) -> int:
+    """How many env worker processes to use: ``requested`` when given, else sized to the machine.
+
+    The machine's size is ``$VGF_ENV_WORKERS`` when set (a scheduler running several runs at once sets it to its
+    share of the cores, e.g. cores // concurrent runs), else the cores this process may use. Tasks whose episodes
+    last one step (the bandit) get none: there is no stepping to overlap, and starting processes would cost more than
+    the whole evaluation.
+    """
+    if requested is not None:
+        if requested < 0:
+            raise ValueError(f"workers must be >= 0, got {requested}")
+        return requested
+    if episode_steps == 1:
+        return 0
+    if os.environ.get(WORKERS_VARIABLE):
+        return max(0, int(os.environ[WORKERS_VARIABLE]))
+    from vgf.envs import usable_cores
+
+    return usable_cores()
 
 
 class EnvPool:
@@ -43,11 +73,12 @@ class EnvPool:
 
     With ``workers=0`` (default) the envs live in this process: ``get(n)`` returns the first ``n``, building missing
     ones. With ``workers=W > 0`` they live in ``W`` subprocesses (row ``r`` of a batch is env ``r // W`` of worker
-    ``r % W``) that step their shares in parallel; the envs are then not accessible from here and ``env_fn`` must be
-    picklable (e.g. ``functools.partial(vgf.envs.make_env, task)``, not a lambda). Workers are started with the
-    ``'spawn'`` method (safe next to JAX's threads), so a script using them needs the usual
-    ``if __name__ == "__main__":`` guard; each takes a few seconds to start (imports, first env build). Results are
-    identical with and without workers.
+    ``r % W``) that step their shares in parallel while this process computes actions (see the module's notes); the
+    envs are then not accessible from here and ``env_fn`` must be picklable (e.g.
+    ``functools.partial(vgf.envs.make_env, task)``, not a lambda). Workers are started with the ``'spawn'`` method
+    (safe next to JAX's threads), so a script using them needs the usual ``if __name__ == "__main__":`` guard; each
+    takes a few seconds to start (imports, first env build). Results are identical with and without workers for
+    policies whose rows do not depend on each other.
 
     Use as a context manager or call :meth:`close`. Not for concurrent use by two evaluations at once.
     """
@@ -108,8 +139,16 @@ class _LocalEnvs:
     def reset(self, seeds: list[int]) -> np.ndarray:
         return np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, seeds)])
 
+    def submit(self, rows: np.ndarray, actions: np.ndarray) -> None:
+        """Start stepping env ``rows[k]`` with ``actions[k]``; :meth:`collect` finishes it (here: does it)."""
+        self._pending = (rows, actions)
+
+    def collect(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, actions = self._pending
+        return self.step(rows, actions, obs)
+
     def step(self, rows: np.ndarray, actions: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step env ``r`` with ``actions[r]`` for each ``r`` in ``rows``, writing its observation into ``obs[r]``.
+        """Step env ``rows[k]`` with ``actions[k]``, writing its observation into ``obs[rows[k]]``.
 
         Returns rewards, dones (terminated or truncated) and ``info['success']`` values (NaN where absent), aligned
         with ``rows``.
@@ -120,7 +159,7 @@ class _LocalEnvs:
         successes = np.empty(n, dtype=np.float64)
         step_fns = self.step_fns
         for k, r in enumerate(rows.tolist()):
-            ob, reward, terminated, truncated, info = step_fns[r](actions[r])
+            ob, reward, terminated, truncated, info = step_fns[r](actions[k])
             obs[r] = ob
             rewards[k] = reward
             dones[k] = terminated or truncated
@@ -144,8 +183,9 @@ def _worker_main(conn, env_fn) -> None:
                 elif cmd == "reset":
                     conn.send(("ok", _LocalEnvs(envs[: len(args[0])]).reset(args[0])))
                 elif cmd == "step":
-                    local, actions, obs = args  # env indices, their actions and an observation buffer, row-aligned
+                    local, actions = args  # env indices and their actions
                     rows = np.arange(len(local))
+                    obs = np.empty((len(local),) + envs[0].observation_space.shape, dtype=np.float32)
                     rewards, dones, successes = _LocalEnvs([envs[i] for i in local.tolist()]).step(rows, actions, obs)
                     conn.send(("ok", (obs, rewards, dones, successes)))
                 elif cmd == "close":
@@ -161,9 +201,6 @@ def _worker_main(conn, env_fn) -> None:
         return
 
 
-_THREAD_LIMIT_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
 class _WorkerGroup:
     """``W`` subprocesses, each owning envs ``0, 1, ...``; batch row ``r`` is env ``r // W`` of worker ``r % W``."""
 
@@ -171,18 +208,14 @@ class _WorkerGroup:
         import multiprocessing as mp
         import weakref
 
+        from vgf.envs import one_thread_children
+
         ctx = mp.get_context(start_method)
         self.workers = workers
         self.size = 0
         self._conns = []
         self._procs = []
-        # Each worker is meant to use one core. OpenBLAS would otherwise start a thread per core in every worker and
-        # its spinning threads fight over the cores (measured: 2 workers on 2 cores gave no speed-up at all). The
-        # children inherit os.environ at start(), so set the limits just for the start-up (unless the user did).
-        saved = {name: os.environ.get(name) for name in _THREAD_LIMIT_VARS}
-        for name in _THREAD_LIMIT_VARS:
-            os.environ.setdefault(name, "1")
-        try:
+        with one_thread_children():  # each worker is meant to use one core
             for _ in range(workers):
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker_main, args=(child, env_fn), daemon=True)
@@ -190,12 +223,6 @@ class _WorkerGroup:
                 child.close()
                 self._conns.append(parent)
                 self._procs.append(proc)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
         self._finalizer = weakref.finalize(self, _shutdown, self._conns, self._procs)
 
     def _gather(self, conns) -> list:
@@ -227,16 +254,20 @@ class _WorkerGroup:
             obs[k::w] = part
         return obs
 
-    def step(self, rows: np.ndarray, actions: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def submit(self, rows: np.ndarray, actions: np.ndarray) -> None:
+        """Send each worker its share of ``rows`` (with ``actions[k]`` for ``rows[k]``) and return at once."""
         w = self.workers
         owner = rows % w
         picks = [np.flatnonzero(owner == k) for k in range(w)]
         active = [k for k in range(w) if picks[k].size]
         for k in active:
-            sub = rows[picks[k]]
             # the worker's envs 0..m-1 are the batch rows k, k + w, ...; send only the rows being stepped
-            local = sub // w
-            self._conns[k].send(("step", local, actions[sub], obs[sub]))
+            self._conns[k].send(("step", rows[picks[k]] // w, actions[picks[k]]))
+        self._pending = (rows, picks, active)
+
+    def collect(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Wait for the submitted steps; as :meth:`_LocalEnvs.step`."""
+        rows, picks, active = self._pending
         rewards = np.empty(len(rows), dtype=np.float64)
         dones = np.empty(len(rows), dtype=bool)
         successes = np.empty(len(rows), dtype=np.float64)
@@ -359,6 +390,18 @@ def evaluate(
             pool.close()
 
 
+def _lanes(num: int, episodes: int, count: int, rows_per_call: int) -> list[np.ndarray]:
+    """Split the rows into ``count`` lanes of about equal policy and env work.
+
+    Each budget's episodes go to the lanes in blocks of ``rows_per_call`` (whole policy calls), the first block of
+    budget ``j`` to lane ``j % count``, so every lane holds every budget and, rows being dealt to the workers in
+    turn, every worker's envs.
+    """
+    row = np.arange(num)
+    lane = (row % episodes // rows_per_call + row // episodes) % count
+    return [row[lane == k] for k in range(count)]
+
+
 def _run_batched(
     backend: _LocalEnvs | _WorkerGroup,
     num: int,
@@ -372,14 +415,31 @@ def _run_batched(
 ) -> EvalResults:
     obs = backend.reset([seed + (r % episodes) for r in range(num)]).astype(np.float32)
     budget_arr = np.repeat(np.asarray(budget_list, dtype=np.int32), episodes)
-    budget_arr.setflags(write=False)
+    episode_arr = np.tile(np.arange(episodes, dtype=np.int32), len(budget_list))
 
     limit = max_episode_steps if max_episode_steps is not None else np.iinfo(np.int64).max
-    active = np.ones(num, dtype=bool)
     success = np.zeros(num, dtype=np.float64)
     returns = np.zeros(num, dtype=np.float64)
     lengths = np.zeros(num, dtype=np.int64)
     aux_sums: dict[str, np.ndarray] = {}
+
+    def act(rows: np.ndarray) -> np.ndarray:
+        actions, aux = policy(obs[rows], budget_arr[rows], episode_arr[rows], lengths[rows].astype(np.int32))
+        for key, value in aux.items():
+            sums = aux_sums.get(key)
+            if sums is None:
+                sums = aux_sums[key] = np.zeros(num, dtype=np.float64)
+            sums[rows] += np.broadcast_to(np.asarray(value, dtype=np.float64), (len(rows),))
+        return np.asarray(actions)
+
+    def finish(rows: np.ndarray) -> np.ndarray:
+        """Collect the submitted step of ``rows``; returns those still running."""
+        rewards, dones, successes = backend.collect(obs)
+        returns[rows] += rewards
+        lengths[rows] += 1
+        ended = dones | (lengths[rows] >= limit)
+        success[rows[ended]] = successes[ended]
+        return rows[~ended]
 
     bar = None
     if progress:
@@ -389,27 +449,27 @@ def _run_batched(
         bar = tqdm(total=min(limits) if limits else None, desc=f"eval {len(budget_list)}x{episodes}", unit="step",
                    leave=False)
     try:
-        rows = np.arange(num)
-        while rows.size:
-            actions, aux = policy(obs.copy(), budget_arr)
-            actions = np.asarray(actions)
-            for key, value in aux.items():
-                value = np.broadcast_to(np.asarray(value, dtype=np.float64), (num,))
-                sums = aux_sums.get(key)
-                if sums is None:
-                    sums = aux_sums[key] = np.zeros(num, dtype=np.float64)
-                sums[rows] += value[rows]
-            rewards, dones, successes = backend.step(rows, actions, obs)
-            returns[rows] += rewards
-            lengths[rows] += 1
-            ended = dones | (lengths[rows] >= limit)
-            finished = rows[ended]
-            active[finished] = False
-            success[finished] = successes[ended]
-            rows = rows[~ended]
+        # With workers, two lanes take turns: the workers step one while this process computes the other's actions.
+        # In-process envs have nothing to overlap with, and one lane is the plain loop.
+        count = 2 if isinstance(backend, _WorkerGroup) and num > 1 else 1
+        lanes = _lanes(num, episodes, count, getattr(policy, "rows_per_call", 1))
+        lanes = [lane for lane in lanes if lane.size]
+        actions = act(lanes[0])
+        backend.submit(lanes[0], actions)
+        current = 0
+        while True:
+            following = (current + 1) % len(lanes)
+            next_actions = act(lanes[following]) if following != current and lanes[following].size else None
+            lanes[current] = finish(lanes[current])
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(active=int(rows.size), refresh=False)
+                bar.update(int(lengths.max()) - bar.n)
+                bar.set_postfix(active=sum(int(lane.size) for lane in lanes), refresh=False)
+            if next_actions is None:  # one lane (or the other one done): step this one again
+                if not lanes[current].size:
+                    break
+                following, next_actions = current, act(lanes[current])
+            backend.submit(lanes[following], next_actions)
+            current = following
     finally:
         if bar is not None:
             bar.close()
@@ -427,7 +487,7 @@ def evaluate_sequential(
     """The plain reference loop: one env, one episode at a time, batch-1 policy calls.
 
     Same arguments, seeds and statistics as :func:`evaluate`; with a policy whose rows do not depend on each other
-    the two return identical numbers. Slow: meant for tests and debugging.
+    the two return identical numbers. Slow: meant for tests, debugging and as the benchmarks' baseline.
     """
     budget_list = _check_args(budgets, episodes, max_episode_steps)
     num = len(budget_list) * episodes
@@ -444,7 +504,8 @@ def evaluate_sequential(
                 r = j * episodes + i
                 ob, _ = env.reset(seed=seed + i)
                 while True:
-                    actions, aux = policy(np.asarray(ob, dtype=np.float32)[None], budget_one)
+                    actions, aux = policy(np.asarray(ob, dtype=np.float32)[None], budget_one, np.asarray([i], np.int32),
+                                          np.asarray([lengths[r]], np.int32))
                     for key, value in aux.items():
                         sums = aux_sums.setdefault(key, np.zeros(num, dtype=np.float64))
                         sums[r] += np.broadcast_to(np.asarray(value, dtype=np.float64), (1,))[0]

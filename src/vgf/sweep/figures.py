@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vgf.evaluation.plots import CURVE_LABELS
+from vgf.files import atomic_file
 from vgf.sweep.grid import format_value
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ def _figure(panels: int, width: float = 5.5, height: float = 4.0) -> tuple[Figur
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, format="png")
+    with atomic_file(path) as handle:
+        figure.savefig(handle, dpi=110, format="png")
     return path
 
 

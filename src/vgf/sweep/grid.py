@@ -12,6 +12,7 @@ from typing import Any
 from vgf.agents import get_agent, make_config
 from vgf.envs import task_spec
 from vgf.training import TrainSettings
+from vgf.training.tracking import TrackerError, check_loggers, parse_loggers
 
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._=+-]")
 
@@ -40,6 +41,7 @@ class RunSpec:
     eval_episodes: int = 10
     eval_budgets: tuple[int, ...] = (0,)
     data_dir: str = "data"
+    loggers: tuple[str, ...] = ("csv",)
 
     @property
     def name(self) -> str:
@@ -63,6 +65,8 @@ class RunSpec:
             eval_budgets=self.eval_budgets,
             eval_episodes=self.eval_episodes,
             overrides=dict(self.overrides),
+            loggers=self.loggers,
+            group=Path(results_dir).resolve().name,  # the runs of one results directory form one W&B group
         )
 
 
@@ -99,10 +103,15 @@ class Grid:
     data_dir: str = "data"
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     hyperparameters: dict[str, tuple] = dataclasses.field(default_factory=dict)
+    loggers: tuple[str, ...] = ("csv",)  # where each run's metric rows go (vgf.training.tracking)
 
     def runs(self) -> list[RunSpec]:
-        """Every run of the grid, each validated (agent, preset, task, config values, evaluation settings)."""
+        """Every run of the grid, each validated (agent, preset, task, config values, evaluation settings, loggers)."""
         self._check_lists()
+        try:
+            check_loggers(self.loggers)  # refused before any run is launched
+        except TrackerError as error:
+            raise GridError(f"loggers: {error}") from None
         for agent in self.agents:
             try:
                 get_agent(agent)
@@ -173,6 +182,11 @@ class Grid:
             if uses_budgets(agent):
                 default = getattr(config, "eval_vgf_steps", None)
                 budgets = tuple(sorted(set(self.eval_budgets) | ({default} if default is not None else set())))
+            for task in self.tasks:  # the preset's per-environment values, with the overrides on top, must hold too
+                try:
+                    make_config(agent, self.preset, overrides, task=task)
+                except (ValueError, TypeError) as error:
+                    raise GridError(f"tasks: {task}: {error}") from None
             for task, seed in itertools.product(self.tasks, self.seeds):
                 spec = RunSpec(
                     agent=agent,
@@ -185,6 +199,7 @@ class Grid:
                     eval_episodes=self.eval_episodes,
                     eval_budgets=budgets,
                     data_dir=self.data_dir,
+                    loggers=parse_loggers(self.loggers),
                 )
                 try:
                     spec.train_settings(".").validate()

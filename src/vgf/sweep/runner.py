@@ -4,7 +4,9 @@ Ray runs on a local instance started for the sweep (one run per core by default)
 (`address="auto"` or `"ray://host:port"`). The results directory must be visible at the same path to this process
 and to every worker (a shared file system on a cluster). Finished runs are skipped, interrupted ones resume from
 their checkpoint (`train` resumes an existing run directory), and a failed run is submitted again up to `retries`
-times; its errors and tracebacks go to `failure.json` in its run directory, and the other runs go on.
+times; its errors and tracebacks go to `failure.json` in its run directory, and the other runs go on. A worker that
+dies (the OOM killer, a lost node, preemption) is such a failure: the retry resumes from the run's last checkpoint,
+which the run directory's lock (`vgf.training.lock`, released by the kernel with the dead process) lets it take.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Callable, Iterator
 
 import ray
 
+from vgf.agents import config_from_dict, make_config
 from vgf.sweep.grid import Resources, RunSpec
 from vgf.training.checkpoint import atomic_write_text, list_checkpoints
 
@@ -43,6 +46,7 @@ class RunStatus:
     state: RunState = RunState.PENDING
     attempts: int = 0  # submissions in this launch
     step: int = 0  # newest logged step of the current attempt
+    resumed_from: int | None = None  # the step the current attempt started from (0: from scratch), once it reports
     skipped: bool = False  # found finished in the results directory, not run again
     error: str | None = None  # the last attempt's error, one line
     seconds: float = 0.0  # wall time of the last attempt from when it was seen running (or submitted)
@@ -50,18 +54,28 @@ class RunStatus:
 
 
 def is_finished(spec: RunSpec, results_dir: Path) -> bool:
-    """Whether `results_dir` already holds this run trained to `spec.steps`: its own settings, a checkpoint at (or
-    past) the last step and that step's evaluation row. A directory holding another run is not finished: training
-    it reports the clash."""
+    """Whether `results_dir` already holds this run trained to `spec.steps`: its own settings and agent config, a
+    checkpoint at (or past) the last step and that step's evaluation row. A directory holding another run is not
+    finished: training it reports the clash. That includes a run whose preset has changed since it was trained (a new
+    default or per-environment value): its stored config, read as it was trained, differs from today's."""
     run_dir = spec.run_dir(results_dir)
     checkpoints = list_checkpoints(run_dir / "checkpoints")
     if not checkpoints or checkpoints[-1][0] < spec.steps or not (run_dir / "config.json").exists():
         return False
-    stored = json.loads((run_dir / "config.json").read_text())["settings"]
+    info = json.loads((run_dir / "config.json").read_text())
+    stored = info["settings"]
     ours = dataclasses.asdict(spec.train_settings(results_dir))
     identity = ("agent", "task", "seed", "preset", "overrides")
     if any(json.dumps(stored[key], sort_keys=True) != json.dumps(ours[key], sort_keys=True) for key in identity):
         return False
+    if "agent_config" in info:
+        try:
+            if config_from_dict(spec.agent, info["agent_config"]) != make_config(
+                spec.agent, spec.preset, dict(spec.overrides), task=spec.task
+            ):
+                return False
+        except (TypeError, ValueError):
+            return False
     metrics = run_dir / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     return any(row["step"] >= spec.steps and any(key.startswith("eval/") for key in row) for row in rows)
@@ -71,9 +85,11 @@ def worker_environment(resources: Resources) -> dict[str, str]:
     """Environment variables of the workers, so that parallel runs do not fight over cores or GPU memory.
 
     XLA's CPU client sizes its thread pool by the machine, not by the CPUs Ray reserved: a one-CPU run gets a
-    one-thread XLA. Runs without a GPU stay off any GPU, and runs sharing one do not preallocate its memory.
+    one-thread XLA, and each run's evaluation steps its envs in as many worker processes as it has CPUs (cores //
+    concurrent runs; `vgf.evaluation.env_workers`). Runs without a GPU stay off any GPU, and runs sharing one do not
+    preallocate its memory.
     """
-    env = {}
+    env = {"VGF_ENV_WORKERS": str(max(1, int(resources.cpus_per_run)))}
     if resources.cpus_per_run <= 1:
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
@@ -86,15 +102,18 @@ def worker_environment(resources: Resources) -> dict[str, str]:
 
 @ray.remote(num_cpus=0)
 class ProgressBoard:
-    """Where workers say which attempt of which run started and how far it got; the driver polls it."""
+    """Where workers say which attempt of which run started, the step it resumed from, and how far it got; the driver
+    polls it."""
 
     def __init__(self):
-        self.runs: dict[str, tuple[int, int]] = {}  # name -> (attempt, step)
+        self.runs: dict[str, tuple[int, int, int | None]] = {}  # name -> (attempt, step, step it resumed from)
 
-    def report(self, name: str, attempt: int, step: int) -> None:
-        self.runs[name] = (attempt, step)
+    def report(self, name: str, attempt: int, step: int, resumed_from: int | None = None) -> None:
+        if resumed_from is None and name in self.runs and self.runs[name][0] == attempt:
+            resumed_from = self.runs[name][2]
+        self.runs[name] = (attempt, step, resumed_from)
 
-    def snapshot(self) -> dict[str, tuple[int, int]]:
+    def snapshot(self) -> dict[str, tuple[int, int, int | None]]:
         return dict(self.runs)
 
 
@@ -106,7 +125,7 @@ def train_run(spec: RunSpec, results_dir: str, board, attempt: int) -> str:
     train(
         spec.train_settings(results_dir),
         progress=lambda step, _total, _row: board.report.remote(spec.name, attempt, step),
-        on_start=lambda step: board.report.remote(spec.name, attempt, step),
+        on_start=lambda step: board.report.remote(spec.name, attempt, step, resumed_from=step),
     )
     return spec.name
 
@@ -186,7 +205,7 @@ def run_grid(
 
         def submit(status: RunStatus) -> None:
             status.attempts += 1
-            status.state, status.step, status.began = RunState.PENDING, 0, time.monotonic()
+            status.state, status.step, status.resumed_from, status.began = RunState.PENDING, 0, None, time.monotonic()
             in_flight[task.remote(status.spec, str(results_dir), board, status.attempts)] = status
 
         for status in todo:
@@ -203,7 +222,10 @@ def run_grid(
                         ray.get(ref)
                     except ray.exceptions.RayError as error:
                         status.error, traceback = _describe(error)
-                        _record_failure(status.spec.run_dir(results_dir), status.attempts, status.error, traceback)
+                        try:
+                            _record_failure(status.spec.run_dir(results_dir), status.attempts, status.error, traceback)
+                        except OSError as unrecorded:  # a full disk must not stop the other runs
+                            status.error += f" (not recorded in {FAILURE_FILE}: {unrecorded})"
                         if status.attempts <= retries:
                             submit(status)
                         else:
@@ -221,15 +243,16 @@ def run_grid(
     return statuses
 
 
-def _apply_progress(board: dict[str, tuple[int, int]], active: list[RunStatus]) -> bool:
-    """Move runs whose current attempt has reported to running, with their newest step; True if anything changed."""
+def _apply_progress(board: dict[str, tuple[int, int, int | None]], active: list[RunStatus]) -> bool:
+    """Move runs whose current attempt has reported to running, with their newest step and the step they resumed from;
+    True if anything changed."""
     changed = False
     for status in active:
-        attempt, step = board.get(status.spec.name, (0, 0))
+        attempt, step, resumed_from = board.get(status.spec.name, (0, 0, None))
         if attempt != status.attempts:
             continue  # not started yet, or a report from the previous attempt
         if status.state is not RunState.RUNNING:
             status.state, status.began, changed = RunState.RUNNING, time.monotonic(), True
-        if status.step != step:
-            status.step, changed = step, True
+        if (status.step, status.resumed_from) != (step, resumed_from):
+            status.step, status.resumed_from, changed = step, resumed_from, True
     return changed

@@ -1,6 +1,7 @@
 """Training loops, checkpoints and metric logging."""
 
 from vgf.training.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, save_checkpoint
+from vgf.training.lock import RunDirectoryInUse
 from vgf.training.logger import MetricsLogger
 from vgf.training.offline import (
     TrainingDiverged,
@@ -18,6 +19,7 @@ from vgf.training.online import ReplayBuffer, sample_batch, train_chunk_online, 
 __all__ = [
     "MetricsLogger",
     "ReplayBuffer",
+    "RunDirectoryInUse",
     "TrainSettings",
     "TrainingDiverged",
     "TrainingInterrupted",

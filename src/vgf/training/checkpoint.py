@@ -1,11 +1,11 @@
-"""Atomic checkpoints of agent pytrees (Flax msgpack): write to a temporary name, fsync, rename.
+"""Checkpoints of agent pytrees (Flax msgpack), written atomically and durably by `vgf.files`.
 
-A write killed half-way leaves only a hidden `.*.tmp` file, which no listing ever picks.
+A write killed half-way leaves only a hidden `.*.tmp` file, which no listing ever picks; a write that fails (a full
+disk) leaves the checkpoints before it as they were.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
@@ -13,29 +13,10 @@ from typing import Any
 
 from flax import serialization
 
+# The training modules write through these.
+from vgf.files import atomic_write_bytes, atomic_write_text, remove_temporaries  # noqa: F401
+
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.msgpack$")
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def remove_temporaries(directory: Path) -> None:
-    """Delete the temporary files that writes killed half-way left in `directory`."""
-    if Path(directory).is_dir():
-        for leftover in Path(directory).glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:

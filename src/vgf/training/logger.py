@@ -1,4 +1,7 @@
-"""Metric rows to JSONL (appended) and CSV (rewritten atomically with the union of columns)."""
+"""Metric rows to JSONL and CSV, both rewritten atomically on every row (CSV with the union of columns).
+
+A row is in a file completely or not at all: a kill or a full disk while it is written leaves the rows before it.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +41,11 @@ class MetricsLogger:
 
     def log(self, row: dict) -> None:
         self.rows.append({key: _clean(value) for key, value in row.items()})
-        self._flush()
+        try:
+            self._flush()
+        except OSError:  # a full disk: the files keep the rows before this one, and so does the logger
+            self.rows.pop()
+            raise
 
     def _flush(self) -> None:
         atomic_write_text(self.jsonl_path, "".join(json.dumps(row) + "\n" for row in self.rows))

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import vgf
-from vgf.agents import config_from_dict, get_agent, make_config
+from vgf.agents import config_from_dict, get_agent, make_config, needs_next_actions
 from vgf.data import Dataset, d4rl_normalized_score, load_task_dataset
 from vgf.envs import TaskSpec, make_env, task_spec
-from vgf.evaluation import EnvPool, evaluate
+from vgf.evaluation import EnvPool, env_workers, evaluate
 from vgf.training.checkpoint import (
     atomic_write_text,
     list_checkpoints,
@@ -32,6 +32,9 @@ from vgf.training.checkpoint import (
     save_checkpoint,
 )
 from vgf.training.logger import MetricsLogger
+from vgf.training.lock import hold_run_directories
+from vgf.training.policy import make_policy
+from vgf.training.tracking import TrackerError, check_loggers, open_run_logger, parse_loggers
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,7 +57,7 @@ REPLAY_MODES = ("dataset", "rlpd", "online")  # how online training batches mix 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     agent: str
-    task: str
+    task: str | None  # None: a dataset with no environment (`vgf.fit`), trained on without evaluation
     run_dir: str
     preset: str = "cpu-small"
     steps: int = 10_000
@@ -64,7 +67,7 @@ class TrainSettings:
     data_dir: str = "data"
     eval_budgets: tuple[int, ...] = (0, 1, 2, 4)
     eval_episodes: int = 10
-    eval_workers: int = 0
+    eval_workers: int | None = None  # env worker processes; None: sized to the machine (vgf.evaluation.env_workers)
     keep_checkpoints: int = 3
     checkpoint_every: int | None = None  # None: at every evaluation
     strict: bool = False  # refuse dataset actions outside the action box instead of clipping them
@@ -76,6 +79,8 @@ class TrainSettings:
     updates_per_env_step: int = 1
     explore_vgf_steps: int = 0  # transport budget when acting online (0: best of N reference particles by Q)
     normalize_rewards: bool = False  # scale rewards (dataset and online) so dataset episode returns span 1000
+    loggers: tuple[str, ...] = ("csv",)  # where metric rows go: csv (always), tensorboard, wandb (vgf.training.tracking)
+    group: str | None = None  # the W&B group of the run: a bench's or sweep's results directory, seeds trained together
 
     def validate(self) -> "TrainSettings":
         problems = []
@@ -89,7 +94,7 @@ class TrainSettings:
             problems.append(f"eval_episodes must be > 0, got {self.eval_episodes}")
         if not self.eval_budgets or min(self.eval_budgets) < 0 or len(set(self.eval_budgets)) != len(self.eval_budgets):
             problems.append(f"eval_budgets must be distinct non-negative integers, got {list(self.eval_budgets)}")
-        if self.eval_workers < 0:
+        if self.eval_workers is not None and self.eval_workers < 0:
             problems.append(f"eval_workers must be >= 0, got {self.eval_workers}")
         if self.keep_checkpoints < 1:
             problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
@@ -97,6 +102,8 @@ class TrainSettings:
             problems.append(f"checkpoint_every must be > 0, got {self.checkpoint_every}")
         if self.online_steps < 0:
             problems.append(f"online_steps must be >= 0, got {self.online_steps}")
+        if self.online_steps and self.task is None:
+            problems.append("online_steps need a task: an environment to act in")
         if self.replay not in REPLAY_MODES:
             problems.append(f"replay must be one of {', '.join(REPLAY_MODES)}, got {self.replay!r}")
         if self.online_envs < 1:
@@ -107,6 +114,10 @@ class TrainSettings:
             problems.append(f"updates_per_env_step must be >= 1, got {self.updates_per_env_step}")
         if self.explore_vgf_steps < 0:
             problems.append(f"explore_vgf_steps must be >= 0, got {self.explore_vgf_steps}")
+        try:
+            parse_loggers(self.loggers)
+        except TrackerError as error:
+            problems.append(str(error))
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -157,18 +168,6 @@ def chunk_key(seed: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed + 1_000_003), step)
 
 
-def make_policy(agent, seed: int) -> Callable:
-    """Wrap `agent.act` as an evaluation policy: numpy in, numpy out, its own key sequence."""
-    calls = iter(range(1 << 62))
-
-    def policy(observations: np.ndarray, budgets: np.ndarray):
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), next(calls))
-        actions, aux = agent.act(jnp.asarray(observations), key, jnp.asarray(budgets), max_steps=int(budgets.max()))
-        return np.asarray(actions), {name: np.asarray(value) for name, value in aux.items()}
-
-    return policy
-
-
 def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False):
     """Success rate, return and displacement per transport budget, all budgets in one batched pass.
 
@@ -176,7 +175,7 @@ def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool
     """
     results = evaluate(
         functools.partial(make_env, task),
-        make_policy(agent, seed),
+        make_policy(agent, seed, budgets),
         list(budgets),
         episodes,
         seed=seed,
@@ -271,6 +270,7 @@ def settings_from_run(run_dir: Path) -> tuple[TrainSettings, Any, dict]:
     info = json.loads(path.read_text())
     values = dict(info["settings"])
     values["eval_budgets"] = tuple(values["eval_budgets"])
+    values["loggers"] = tuple(values.get("loggers", ("csv",)))
     values["run_dir"] = str(run_dir)  # where the run is now, which need not be where it was started
     settings = TrainSettings(**values)
     return settings, config_from_dict(settings.agent, info["agent_config"]), info
@@ -284,14 +284,35 @@ def load_run(run_dir: Path):
     return settings, agent, step
 
 
+def config_differences(stored, requested) -> list[str]:
+    """'field (stored value there, requested value now)' for each field two configs of one agent differ in."""
+    return [
+        f"{field.name} ({getattr(stored, field.name)!r} there, {getattr(requested, field.name)!r} now)"
+        for field in dataclasses.fields(requested)
+        if getattr(stored, field.name) != getattr(requested, field.name)
+    ]
+
+
 def check_resumable(run_dir: Path, settings: TrainSettings, config, newest_step: int) -> None:
-    """Refuse to resume a run directory that holds another run (agent, task, seed or agent config) or is past `steps`."""
+    """Refuse to resume a run directory that holds another run (agent, task, seed or agent config) or is past `steps`.
+
+    The stored config is read through the agent's `upgrade_config`, so a run written before a field was added
+    compares with the value it was trained with: when today's preset differs (a new default, a per-environment
+    value), it is refused with the fields named, never continued under settings it was not trained with.
+    """
     previous, previous_config, _ = settings_from_run(run_dir)
-    ours = (settings.agent, settings.task, settings.seed, config)
-    if (previous.agent, previous.task, previous.seed, previous_config) != ours:
+    if (previous.agent, previous.task, previous.seed) != (settings.agent, settings.task, settings.seed):
         raise ValueError(
             f"{run_dir} holds a different run ({previous.agent} on {previous.task}, seed {previous.seed}, "
             f"preset {previous.preset}, overrides {previous.overrides}); choose another --run-dir or resume it with --resume"
+        )
+    if previous_config != config:
+        differences = "; ".join(config_differences(previous_config, config))
+        raise ValueError(
+            f"{run_dir} holds a different run: its agent config (preset {previous.preset}, overrides "
+            f"{previous.overrides}) differs from the one requested in {differences}. Choose another --run-dir, or "
+            f"continue it as it was trained: the same `vgf train` command with --set NAME=VALUE for each field's value "
+            f"there"
         )
     if newest_step > settings.total_steps:
         raise ValueError(f"{run_dir} is at step {newest_step}, past the requested {settings.total_steps} steps")
@@ -342,6 +363,7 @@ def check_seed_group(group: list[TrainSettings]) -> None:
         raise ValueError("train_seeds needs at least one TrainSettings")
     for settings in group:
         settings.validate()
+    check_loggers(group[0].loggers)  # a logger that cannot start stops the run here, before any data is loaded
     if len(group) > 1 and group[0].online_steps:
         raise ValueError("online steps train one seed at a time: run one `vgf train --seed S` per seed instead of --seeds")
     seeds = [settings.seed for settings in group]
@@ -421,14 +443,40 @@ def train_seeds(
     parameters become non-finite stops (its last good checkpoint kept) while the others go on; `TrainingDiverged` is
     raised at the end. `on_start(step)` is called with the step training starts from, `progress(step, steps, row)`
     after each logging step with the row averaged over seeds.
+
+    Each run directory is locked for the call (`vgf.training.lock`): a second launch on one is refused, naming the
+    first. A file that cannot be written (a full disk) stops training with `WriteFailed` naming it; the checkpoints
+    and rows before it are intact, and the same call resumes from them once there is space.
     """
     check_seed_group(group)
+    with hold_run_directories([settings.run_dir for settings in group]):
+        return train_held_seeds(group, progress, dataset, on_start)
+
+
+def train_held_seeds(
+    group: list[TrainSettings],
+    progress: Callable[[int, int, dict], None] | None,
+    dataset: Dataset | None,
+    on_start: Callable[[int], None] | None,
+) -> list[dict]:
+    """`train_seeds` once its run directories are held."""
     settings = group[0]
-    config = make_config(settings.agent, settings.preset, settings.overrides)
-    spec = task_spec(settings.task)
-    if spec.evaluation_refusal is not None:
+    config = make_config(settings.agent, settings.preset, settings.overrides, task=settings.task)
+    next_actions = needs_next_actions(settings.agent, config)
+    if next_actions and settings.online_steps:
+        raise ValueError(
+            f"{settings.agent} with this config trains on the dataset's next actions (ReBRAC's critic penalty, "
+            f"alpha_critic={getattr(config, 'alpha_critic', None)!r}), which online transitions do not have: "
+            "set alpha_critic=0 to train online"
+        )
+    spec = task_spec(settings.task) if settings.task is not None else None
+    if spec is None and dataset is None:
+        raise ValueError("a run without a task trains on the dataset it is given: pass a dataset, or a task to load one")
+    if spec is not None and spec.evaluation_refusal is not None:
         warnings.warn(f"{spec.evaluation_refusal}. Training without evaluation", UserWarning, stacklevel=2)
+    evaluates = spec is not None and spec.evaluation_refusal is None
     runs = [SeedRun(member) for member in group]
+    all_runs = list(runs)  # `runs` loses the seeds that diverge; every seed's logger is closed at the end
     resuming = False
     for run in runs:
         checkpoints = list_checkpoints(run.checkpoint_dir)
@@ -436,7 +484,8 @@ def train_seeds(
             check_resumable(run.run_dir, run.settings, config, checkpoints[-1][0])
             resuming = True
     dataset = dataset if dataset is not None else load_task_dataset(*spec.data_source(settings.data_dir), strict=settings.strict)
-    check_dataset_matches(dataset, spec)
+    if spec is not None:
+        check_dataset_matches(dataset, spec)
     scale = 1.0
     if settings.normalize_rewards:
         from vgf.training.online import reward_scale
@@ -456,17 +505,20 @@ def train_seeds(
         if paths[index] is None:
             paths[index] = save_checkpoint(run.checkpoint_dir, start, seed_slice(agents, index), settings.keep_checkpoints)
         run.kept = (start, paths[index])
-        run.logger = MetricsLogger(run.run_dir)
+        run.logger = open_run_logger(run.run_dir, run.settings.loggers, run.settings.group, start)
         run.logger.truncate_after(start)
     if on_start is not None:
         on_start(start)
 
     data = {name: jnp.asarray(array) for name, array in dataset.arrays().items()}
+    if next_actions:
+        data["next_actions"] = jnp.asarray(dataset.next_actions())
     budgets = settings.eval_budgets if get_agent(settings.agent).USES_BUDGETS else (0,)
     diverged: list[str] = []
     step = start
     logged = (step, agents, list(runs))  # the newest state whose metric rows are written: what an interrupt saves
-    pool = EnvPool(functools.partial(make_env, spec.task), workers=settings.eval_workers)
+    workers = env_workers(settings.eval_workers, spec.max_episode_steps) if evaluates else 0
+    pool = EnvPool(functools.partial(make_env, settings.task), workers=workers)
     try:
         while step < settings.steps and runs:
             boundary = settings.next_boundary(step)
@@ -494,7 +546,7 @@ def train_seeds(
                 row: dict[str, Any] = {"step": step, "phase": "offline", "updates_per_s": (step - logged[0]) / elapsed,
                                        "seeds_together": len(runs)}
                 row.update({f"train/{name}": float(values[index]) for name, values in infos.items()})
-                if spec.evaluation_refusal is None and (step % settings.eval_every == 0 or step == settings.steps):
+                if evaluates and (step % settings.eval_every == 0 or step == settings.steps):
                     results = evaluate_agent(seed_slice(agents, index), settings.task, budgets, settings.eval_episodes,
                                              run.settings.seed, pool)
                     run.last_eval = eval_row(results)
@@ -521,6 +573,8 @@ def train_seeds(
         raise TrainingInterrupted([run.run_dir for run in logged_runs], logged_step) from None
     finally:
         pool.close()
+        for run in all_runs:
+            run.logger.close()
     for run in runs:
         if not run.last_eval:
             run.last_eval = next((eval_row_from(row) for row in reversed(run.logger.rows) if eval_row_from(row)), {})
