@@ -102,11 +102,11 @@ def with_test_time_settings(agent_name: str, agent, settings: dict):
 def config_from_dict(agent: str, values: dict):
     """Rebuild an agent config from its JSON form (lists become tuples).
 
-    A config written by an earlier vgf passes through the agent's `upgrade_config`, which fills the fields added
-    since with the values that run was trained with (never today's defaults) and maps renamed ones.
+    A config written by an earlier vgf gets the fields added since from the agent's `LEGACY_VALUES`, the values that
+    run was trained with (never today's defaults), after its `upgrade_config` (if any) has mapped renamed fields.
     """
     module = get_agent(agent)
-    values = getattr(module, "upgrade_config", dict)(values)
+    values = {**getattr(module, "LEGACY_VALUES", {}), **getattr(module, "upgrade_config", dict)(values)}
     cls = CONFIG_CLASSES[module.__name__.rsplit(".", 1)[-1]]
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}).validate()

@@ -26,6 +26,7 @@ USES_BUDGETS = True  # whether `act` honours per-state transport budgets
 # Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
 TEST_TIME_FIELDS: tuple[str, ...] = (*vgf_agent.TEST_TIME_FIELDS, "particle_grad_clip")
 upgrade_config = vgf_agent.upgrade_config
+LEGACY_VALUES = vgf_agent.LEGACY_VALUES
 
 
 @dataclasses.dataclass(frozen=True)

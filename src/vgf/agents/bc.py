@@ -65,11 +65,6 @@ PRESETS: dict[str, BCConfig] = {
 LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}
 
 
-def upgrade_config(values: dict) -> dict:
-    """A config dict written by an earlier vgf, with the fields added since set as that run was trained."""
-    return {**LEGACY_VALUES, **values}
-
-
 class BCAgent(flax.struct.PyTreeNode):
     rng: jax.Array
     flow: TrainState

@@ -103,11 +103,6 @@ TASK_VALUES: dict[str, dict[str, Any]] = {
 LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}
 
 
-def upgrade_config(values: dict) -> dict:
-    """A config dict written by an earlier vgf, with the fields added since set as that run was trained."""
-    return {**LEGACY_VALUES, **values}
-
-
 class FQLAgent(struct.PyTreeNode):
     rng: jax.Array
     critic: TrainState

@@ -87,11 +87,6 @@ TASK_VALUES: dict[str, dict[str, Any]] = {
 LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}
 
 
-def upgrade_config(values: dict) -> dict:
-    """A config dict written by an earlier vgf, with the fields added since set as that run was trained."""
-    return {**LEGACY_VALUES, **values}
-
-
 class IQLAgent(struct.PyTreeNode):
     critic: TrainState
     target_critic_params: Any

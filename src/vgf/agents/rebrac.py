@@ -101,11 +101,6 @@ TASK_VALUES: dict[str, dict[str, Any]] = {
 LEGACY_VALUES: dict[str, Any] = {"activation": "relu", "actor_adam_every_update": False}
 
 
-def upgrade_config(values: dict) -> dict:
-    """A config dict written by an earlier vgf, with the fields added since set as that run was trained."""
-    return {**LEGACY_VALUES, **values}
-
-
 def needs_next_actions(config: ReBRACConfig) -> bool:
     """Whether training batches must hold 'next_actions' (the dataset's action one step later): the critic penalty."""
     return config.alpha_critic > 0

@@ -137,14 +137,12 @@ LEGACY_VALUES = {"critic_layer_norm_order": "post", "bandwidth_gradient": False}
 
 
 def upgrade_config(values: dict) -> dict:
-    """A config dict written by an earlier vgf, in today's fields, with the settings its run was trained with."""
+    """A config dict written by an earlier vgf with its renamed fields mapped (LEGACY_VALUES fills the added ones)."""
     values = dict(values)
     if "q_agg" in values:  # one knob used to aggregate for both the transport and the pick
         q_agg = values.pop("q_agg")
         values.setdefault("transport_q_agg", q_agg)
         values.setdefault("select_q_agg", q_agg)
-    for name, value in LEGACY_VALUES.items():
-        values.setdefault(name, value)
     return values
 
 

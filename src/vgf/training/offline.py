@@ -296,9 +296,10 @@ def config_differences(stored, requested) -> list[str]:
 def check_resumable(run_dir: Path, settings: TrainSettings, config, newest_step: int) -> None:
     """Refuse to resume a run directory that holds another run (agent, task, seed or agent config) or is past `steps`.
 
-    The stored config is read through the agent's `upgrade_config`, so a run written before a field was added
-    compares with the value it was trained with: when today's preset differs (a new default, a per-environment
-    value), it is refused with the fields named, never continued under settings it was not trained with.
+    The stored config is read through `config_from_dict` (the agent's LEGACY_VALUES), so a run written before a
+    field was added compares with the value it was trained with: when today's preset differs (a new default, a
+    per-environment value), it is refused with the fields named, never continued under settings it was not trained
+    with.
     """
     previous, previous_config, _ = settings_from_run(run_dir)
     if (previous.agent, previous.task, previous.seed) != (settings.agent, settings.task, settings.seed):
