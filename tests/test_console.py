@@ -39,3 +39,13 @@ def test_a_table_printed_to_a_log_file_keeps_every_cell_whole(monkeypatch):
 def test_columns_sets_the_width_of_a_log(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     assert make_console(file=io.StringIO()).width == 100
+
+
+def test_set_values_parse_as_a_shell_user_writes_them():
+    from vgf.cli import override
+
+    assert override("bandwidth_gradient=false") == ("bandwidth_gradient", False)
+    assert override("bandwidth_gradient=True") == ("bandwidth_gradient", True)
+    assert override("vgf_lr=0.01") == ("vgf_lr", 0.01)
+    assert override("critic_layer_norm_order=post") == ("critic_layer_norm_order", "post")
+    assert override("hidden_dims=(64, 64)") == ("hidden_dims", (64, 64))

@@ -46,11 +46,16 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+BOOLEAN_WORDS = {"true": True, "false": False}  # as a shell user writes them; True/False parse as literals
+
+
 def override(text: str) -> tuple[str, object]:
-    """`key=value` with a Python literal value (numbers, tuples, strings)."""
+    """`key=value` with a Python literal value (numbers, tuples, strings, True/False or true/false)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     key, raw = text.split("=", 1)
+    if raw.strip().lower() in BOOLEAN_WORDS:
+        return key.strip(), BOOLEAN_WORDS[raw.strip().lower()]
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):

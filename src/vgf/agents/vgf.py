@@ -116,8 +116,13 @@ PRESETS: dict[str, VGFConfig] = {
     "paper-d4rl": VGFConfig(
         target_q_agg="min", select_q_agg="min", train_vgf_steps=5, eval_vgf_steps=5, vgf_lr=0.1, vgf_alpha=0.1
     ),
-    # Small enough to train for real on a 2-core CPU in minutes.
-    "cpu-small": VGFConfig(hidden_dims=(256, 256, 256), num_particles=8, bc_flow_steps=5, train_vgf_steps=2),
+    # Small enough to train for real on a 2-core CPU in minutes. Evaluated at budget 0 by default: at this scale
+    # (20k updates, 100-episode data) no transport budget measured beats it, and 1 step at vgf_lr 0.05 already
+    # loses, in our runs and the reference's (benchmarks/results/parity/README.md); the budget curve is still
+    # evaluated at every budget asked for.
+    "cpu-small": VGFConfig(
+        hidden_dims=(256, 256, 256), num_particles=8, bc_flow_steps=5, train_vgf_steps=2, eval_vgf_steps=0
+    ),
     # The contextual bandit: one-step episodes, so the TD target is the reward (discount 0).
     "bandit": VGFConfig(
         hidden_dims=(128, 128),
