@@ -522,7 +522,8 @@ def run_our_side(args) -> None:
 
 
 def load_records(out: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(out.glob("*/*-s*.json"))]
+    paths = sorted(path for side in SIDES for path in out.glob(f"*/{side}-s*.json"))
+    return [json.loads(path.read_text()) for path in paths]
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
