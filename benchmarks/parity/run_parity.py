@@ -151,6 +151,11 @@ def run_settings(args) -> dict:
     }
 
 
+def record_head(args, side: str, seed: int, complete: bool) -> dict:
+    """The fields every record starts with, on either side."""
+    return {"side": side, "task": args.task, "seed": seed, "complete": complete, "settings": run_settings(args)}
+
+
 def record_path(out: Path, task: str, side: str, seed: int) -> Path:
     return out / task / f"{side}-s{seed}.json"
 
@@ -327,11 +332,7 @@ def collect_reference(args, seed: int, save_dir: Path, command: list[str]) -> di
         })
     flags = json.loads((run_dir / "flags.json").read_text())
     return {
-        "side": "reference",
-        "task": args.task,
-        "seed": seed,
-        "complete": complete,
-        "settings": run_settings(args),
+        **record_head(args, "reference", seed, complete),
         "config": flags.get("agent", {}),
         "flags": flags,
         "command": shlex.join(command),
@@ -462,11 +463,7 @@ def collect_ours(args, seed: int, seed_dir: Path, command: list[str]) -> dict:
             evaluations.append({"step": int(row["step"]), "success": success, "return": returns})
     info = json.loads((seed_dir / "config.json").read_text())
     return {
-        "side": "ours",
-        "task": args.task,
-        "seed": seed,
-        "complete": complete,
-        "settings": run_settings(args),
+        **record_head(args, "ours", seed, complete),
         "config": info.get("agent_config", {}),
         "run_info": {key: info.get(key) for key in ("settings", "dataset", "git_revision", "vgf_version", "jax_version")},
         "command": shlex.join(command),
