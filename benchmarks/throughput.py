@@ -43,8 +43,9 @@ asynchronously):
   policy), `eval_env_floor_s` = env steps x that / cores (the envs alone, every core busy) and
   `eval_seconds_over_floor` = ours / floor. `eval_policy_s` (and `_loop`) = seconds spent inside the policy (ours
   overlaps them with env stepping). `--eval-paper` adds the same lines for the paper preset (suffix `/paper`).
-- `data_make_*`: `vgf data make cube-single-play` of `--data-episodes` episodes on one core (`_seconds_serial`) and
-  with one worker per core (`_seconds`); `data_make_speedup` = serial / parallel (the files are compared too).
+- `data_make_*`: the command `vgf data make cube-single-play` of `--data-episodes` episodes, run as a fresh process
+  with `--workers 0` (`_seconds_serial`) and with its default of one worker per core (`_seconds`);
+  `data_make_speedup` = serial / parallel (the files are compared too).
 - `*_cpu_s`: CPU seconds (user + system, the process and its workers) of the same measurements. On Linux with
   sched_autogroup, a session competing with other busy sessions gets its share of the CPU whatever its process
   count, so under such load the wall-clock speed-ups fall towards the ratio of these.
@@ -483,18 +484,25 @@ def bench_eval(label: str, config, task: str, episodes: int, max_episode_steps: 
 
 
 def bench_data_make(episodes: int, steps: int) -> None:
-    """`vgf data make` on one core and on all of them, same seed: the seconds of each and whether the files match."""
+    """`vgf data make` as a user runs it (a fresh process each, so each pays its start-up and env builds), on one
+    core and with one worker per core, same seed: the seconds of each and whether the files match."""
+    import subprocess
     import tempfile
 
-    from vgf.data import generate_ogbench_dataset
     from vgf.envs import usable_cores
 
     with tempfile.TemporaryDirectory() as directory:
         seconds, cpu = {}, {}
-        for name, workers in (("serial", 0), ("parallel", usable_cores())):
+        for name, workers in (("serial", 0), ("parallel", None)):
+            command = [sys.executable, "-c", "import sys; from vgf.cli import main; sys.exit(main())", "data", "make",
+                       "cube-single-play", "--episodes", str(episodes), "--max-episode-steps", str(steps),
+                       "--seed", "0", "--out", os.path.join(directory, name)]
+            if workers is not None:
+                command += ["--workers", str(workers)]
             began, cpu_began = time.perf_counter(), children_cpu_seconds()
-            generate_ogbench_dataset("cube-single-play", os.path.join(directory, name), episodes=episodes,
-                                     max_episode_steps=steps, seed=0, progress=False, workers=workers)
+            finished = subprocess.run(command, capture_output=True, text=True)
+            if finished.returncode:
+                raise SystemExit(f"data make ({name}) failed with exit {finished.returncode}:\n{finished.stderr}")
             seconds[name], cpu[name] = time.perf_counter() - began, children_cpu_seconds() - cpu_began
         same = all(open(os.path.join(directory, "serial", f), "rb").read() == open(os.path.join(directory, "parallel", f), "rb").read()
                    for f in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz"))
@@ -503,8 +511,8 @@ def bench_data_make(episodes: int, steps: int) -> None:
     emit("data_make_speedup", seconds["serial"] / seconds["parallel"])
     emit("data_make_cpu_s_serial", cpu["serial"])
     emit("data_make_cpu_s", cpu["parallel"])
-    note(f"data make: cube-single-play, {episodes} episodes (+{max(1, episodes // 10)} val) of {steps} steps, "
-         f"{usable_cores()} workers vs one process (each pays its env builds); files byte-identical: {same}")
+    note(f"data make: `vgf data make cube-single-play`, {episodes} episodes (+{max(1, episodes // 10)} val) of {steps} "
+         f"steps, --workers 0 vs the default ({usable_cores()} workers), each a fresh process; files byte-identical: {same}")
 
 
 # ----------------------------------------------------------------------------------------------- main
