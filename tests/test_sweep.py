@@ -77,6 +77,7 @@ def test_run_names_are_file_safe():
         (minimal(eval={"every": 10, "budget": [0]}), "eval: unknown key(s) ['budget']"),
         (minimal(resources={"cpus": 0}), "resources: cpus must be > 0"),
         (minimal(retries=-1), "retries: expected a non-negative integer"),
+        (minimal(keep_checkpoints=0), "keep_checkpoints: expected a positive integer"),
         (minimal(step=10), "unknown key(s) ['step']"),
         ({"agents": ["vgf"], "tasks": ["bandit"]}, "missing key(s) ['seeds', 'steps']"),
         (["vgf"], "expected a mapping"),
@@ -104,9 +105,19 @@ def test_yaml_lists_become_config_tuples(tmp_path):
     assert sweep.results_dir.name == "sweep-grid"
 
 
+def test_kept_checkpoints_reach_every_run(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("agents: [vgf, bc]\ntasks: [bandit]\nseeds: [0]\nsteps: 10\npreset: bandit\nkeep_checkpoints: 11\n")
+    specs = load_sweep(path).grid.runs()
+    assert [spec.train_settings(tmp_path).keep_checkpoints for spec in specs] == [11, 11]
+    assert RunSpec(agent="bc", task="bandit", seed=0, preset="bandit", steps=10).train_settings(tmp_path).keep_checkpoints == 3
+
+
 def test_bench_errors_name_the_flag(capsys):
     assert main(["bench", "--agents", "vgf,dqn", *BENCH_FLAGS]) == 2
     assert "--agents: unknown agent 'dqn'" in capsys.readouterr().err
+    assert main(["bench", "--agents", "vgf", *BENCH_FLAGS, "--keep-checkpoints", "0"]) == 2
+    assert "--keep-checkpoints: keep_checkpoints must be >= 1, got 0" in " ".join(capsys.readouterr().err.split())
 
 
 def test_display_lists_runs_by_state():

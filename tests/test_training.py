@@ -79,6 +79,11 @@ def test_end_to_end_tiny_ogbench_run(ogbench_dir, tmp_path):
     eval_rows = [row for row in rows if "eval/budget_0/success" in row]
     assert [row["step"] for row in eval_rows] == [20, 40]
     assert all("eval/budget_2/success" in row for row in eval_rows)
+    # the held-out split's losses come with each evaluation, from the -val file, not the training batches
+    assert [row["step"] for row in rows if "val/critic_loss" in row] == [20, 40]
+    for row in eval_rows:
+        assert math.isfinite(row["val/critic_loss"]) and math.isfinite(row["val/q_mean"])
+        assert row["val/critic_loss"] != row["train/critic_loss"]
     csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(rows) and "eval/budget_0/success" in csv_lines[0].split(",")
 
@@ -89,6 +94,10 @@ def test_end_to_end_tiny_ogbench_run(ogbench_dir, tmp_path):
 
     loaded_settings, agent, step = load_run(run_dir)
     assert step == 40 and loaded_settings == dataclasses.replace(settings, overrides=loaded_settings.overrides)
+    _, earlier, earlier_step = load_run(run_dir, step=20)
+    assert earlier_step == 20 and int(earlier.critic.step) == 20
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 30 \(kept steps: 0, 20, 40\)"):
+        load_run(run_dir, step=30)
     assert agent.config.hidden_dims == (32, 32) and agent.action_dim == 5
     assert int(agent.critic.step) == int(agent.flow.step) == 40  # the restored state is the trained one
     assert all(np.all(np.isfinite(leaf)) for leaf in leaves(agent.critic.params))
@@ -123,15 +132,36 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         assert train_a == train_b, (a["step"], train_a, train_b)
 
 
+def test_validation_metrics_are_the_update_losses_on_held_out_batches_and_change_nothing():
+    from vgf.agents import get_agent
+    from vgf.training.offline import VALIDATION_BATCHES, validation_batches, validation_metrics
+
+    dataset = make_bandit_dataset()
+    config = make_config("vgf", "bandit")
+    agent = jax.jit(get_agent("vgf").create, static_argnums=(0, 1, 2, 3))(config, dataset.obs_dim, dataset.action_dim, 0)
+    batches = validation_batches(dataset, 64, seed=3, next_actions=False)
+    assert batches["observations"].shape == (VALIDATION_BATCHES, 64, dataset.obs_dim)
+    again = validation_batches(dataset, 64, seed=3, next_actions=False)
+    assert all(np.array_equal(batches[name], again[name]) for name in batches)  # the same transitions every time
+    before = leaves(agent)
+    metrics = validation_metrics(agent, batches)
+    assert all(np.array_equal(a, b) for a, b in zip(before, leaves(agent)))
+    _, critic_key, _ = jax.random.split(agent.rng, 3)  # the key `update` gives its critic loss
+    losses = [agent.critic_loss_fn(agent.critic.params, {k: v[i] for k, v in batches.items()}, critic_key)[0]
+              for i in range(VALIDATION_BATCHES)]
+    np.testing.assert_allclose(float(metrics["critic_loss"]), float(np.mean(losses)), rtol=1e-5)
+    assert set(metrics) >= {"critic_loss", "q_mean", "bc_flow_loss"}
+
+
 def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_path, capsys):
     run_dir = tmp_path / "run"
     train(TrainSettings(agent="vgf", run_dir=str(run_dir), steps=20, **BANDIT), dataset=make_bandit_dataset())
     trained = read_rows(run_dir)[-1]
     common = ["eval", str(run_dir), "--vgf-steps", "0,8", "--episodes", "100"]
     assert main([*common, "--set", "vgf_lr=0"]) == 0
-    still = json.loads((run_dir / "eval" / "budgets_step20-vgf_lr=0.json").read_text())
-    assert still["test_time_settings"] == {"vgf_lr": 0}
-    assert (run_dir / "plots" / "budget_curve-vgf_lr=0.png").exists()
+    still = json.loads((run_dir / "eval" / "budgets_step20-vgf_lr=0.0.json").read_text())  # named as applied
+    assert still["test_time_settings"] == {"vgf_lr": 0.0}
+    assert (run_dir / "plots" / "budget_curve-vgf_lr=0.0.png").exists()
     assert trained["eval/budget_8/displacement"] > 0.01  # the trained step size moves the particles
     assert still["results"]["8"]["displacement"] == 0.0  # a zero step size leaves every particle where it was sampled
 
@@ -143,7 +173,13 @@ def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_pat
     ]:
         assert main([*common, "--set", setting]) == 2
         assert words in " ".join(capsys.readouterr().err.split())
-    assert [p.name for p in (run_dir / "eval").iterdir()] == ["budgets_step20-vgf_lr=0.json"]
+    assert [p.name for p in (run_dir / "eval").iterdir()] == ["budgets_step20-vgf_lr=0.0.json"]
+
+    assert main([*common, "--step", "0"]) == 0  # a kept earlier checkpoint, evaluated later
+    assert json.loads((run_dir / "eval" / "budgets_step0.json").read_text())["step"] == 0
+    capsys.readouterr()
+    assert main([*common, "--step", "5"]) == 2
+    assert "no checkpoint of step 5 (kept steps: 0, 20)" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_run_written_before_the_reference_defaults_keeps_its_network(tmp_path):

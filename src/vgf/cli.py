@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=50)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, help="subprocesses stepping the envs (default: one per core)")
+    ev.add_argument("--step", type=int, help="the kept checkpoint of this step (default: the newest)")
     ev.add_argument("--set", dest="overrides", type=override, action="append", default=[], metavar="KEY=VALUE", help="act with a test-time config field changed, e.g. --set vgf_lr=0.01 (transport step size)")
 
     demo = commands.add_parser("demo", help="the main job end to end on embedded defaults (about 6-8 minutes on 2 cores)")
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cpus-per-run", type=float, default=1.0)
     bench.add_argument("--gpus-per-run", type=float, default=0.0)
     bench.add_argument("--retries", type=int, default=1, help="times a failed run is tried again")
+    bench.add_argument("--keep-checkpoints", type=int, default=3, help="the newest K checkpoints of each run are kept")
     add_logger_argument(bench)
     add_cluster_arguments(bench)
 
@@ -341,11 +343,11 @@ def cmd_eval(args) -> int:
 
     if min(args.vgf_steps) < 0 or args.episodes <= 0:
         raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")
-    settings, agent, step = load_run(Path(args.run_dir))
+    settings, agent, step = load_run(Path(args.run_dir), args.step)
     if settings.task is None:
         raise ValueError(f"{args.run_dir} was trained on a dataset without a task (vgf.fit): it has no environment to be evaluated in")
-    changed = dict(args.overrides)
-    agent = with_test_time_settings(settings.agent, agent, changed)
+    agent = with_test_time_settings(settings.agent, agent, dict(args.overrides))
+    changed = {name: getattr(agent.config, name) for name, _ in args.overrides}  # as applied: vgf_lr=0 reads 0.0
     budgets = args.vgf_steps if get_agent(settings.agent).USES_BUDGETS else (0,)
     began = time.perf_counter()
     workers = env_workers(args.workers, task_spec(settings.task).max_episode_steps)
@@ -531,8 +533,9 @@ def cmd_bench(args) -> int:
         data_dir=args.data_dir,
         overrides=dict(args.overrides),
         loggers=args.logger or ("csv",),
+        keep_checkpoints=args.keep_checkpoints,
     )
-    flags = {"agents": "--agents", "tasks": "--tasks", "seeds": "--seeds", "steps": "--steps", "preset": "--preset", "set": "--set", "eval": "--eval-*", "resources": "--cpus-per-run/--gpus-per-run", "loggers": "--logger"}
+    flags = {"agents": "--agents", "tasks": "--tasks", "seeds": "--seeds", "steps": "--steps", "preset": "--preset", "set": "--set", "eval": "--eval-*", "resources": "--cpus-per-run/--gpus-per-run", "loggers": "--logger", "keep_checkpoints": "--keep-checkpoints"}
     try:
         specs = grid.runs()
         resources = Resources(args.cpus_per_run, args.gpus_per_run)

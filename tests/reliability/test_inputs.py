@@ -18,10 +18,10 @@ from vgf.training import offline
 def no_work(monkeypatch):
     """Any attempt to load a dataset fails the test: refusals must come before it."""
 
-    def load_task_dataset(*args, **kwargs):
+    def load_task_datasets(*args, **kwargs):
         raise AssertionError("a dataset was loaded before the input was refused")
 
-    monkeypatch.setattr(offline, "load_task_dataset", load_task_dataset)
+    monkeypatch.setattr(offline, "load_task_datasets", load_task_datasets)
 
 
 def refused(argv: list[str], capsys) -> str:

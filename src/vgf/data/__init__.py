@@ -40,6 +40,7 @@ __all__ = [
     "load_minari",
     "load_ogbench_task",
     "load_task_dataset",
+    "load_task_datasets",
     "make_bandit_dataset",
     "ogbench_dataset_path",
     "ogbench_val_path",
@@ -50,21 +51,26 @@ MINARI_PREFIX = "minari:"  # task names 'minari:<dataset id>' read a local Minar
 
 
 def load_task_dataset(task: str, data_dir=None, *, strict: bool = False) -> Dataset:
-    """The training dataset for a task name.
+    """The training dataset for a task name (see `load_task_datasets`)."""
+    return load_task_datasets(task, data_dir, strict=strict)[0]
+
+
+def load_task_datasets(task: str, data_dir=None, *, strict: bool = False) -> tuple[Dataset, Dataset | None]:
+    """(training, validation) datasets for a task name; validation is None where the source has no held-out split.
 
     'bandit' -> `make_bandit_dataset()`; an OGBench single-task name such as
-    'cube-single-play-singletask-task1' -> `load_ogbench_task(task, data_dir)[0]`; a path ending in
-    .hdf5/.h5 -> `load_d4rl_hdf5(task)`; 'minari:<dataset id>' -> `load_minari(id, root=data_dir)`
+    'cube-single-play-singletask-task1' -> `load_ogbench_task(task, data_dir)` (train and its -val file); a path
+    ending in .hdf5/.h5 -> `load_d4rl_hdf5(task)`; 'minari:<dataset id>' -> `load_minari(id, root=data_dir)`
     (data_dir None: `$MINARI_DATASETS_PATH` or `~/.minari/datasets`). `strict=True` refuses actions
     outside the action box instead of clipping them with a warning.
     """
     task = str(task)
     if task == "bandit":
-        return make_bandit_dataset()
+        return make_bandit_dataset(), None
     if task.lower().endswith((".hdf5", ".h5")):
-        return load_d4rl_hdf5(task, strict=strict)
+        return load_d4rl_hdf5(task, strict=strict), None
     if task.startswith(MINARI_PREFIX):
-        return load_minari(task[len(MINARI_PREFIX) :], root=data_dir, strict=strict)
+        return load_minari(task[len(MINARI_PREFIX) :], root=data_dir, strict=strict), None
     try:
         parse_ogbench_task(task)
     except DatasetError as exc:
@@ -74,4 +80,4 @@ def load_task_dataset(task: str, data_dir=None, *, strict: bool = False) -> Data
         ) from exc
     if data_dir is None:
         raise DatasetError(f"task {task!r}: a data directory is needed to load OGBench datasets (data_dir=None)")
-    return load_ogbench_task(task, Path(data_dir), strict=strict)[0]
+    return load_ogbench_task(task, Path(data_dir), strict=strict)

@@ -42,6 +42,7 @@ class RunSpec:
     eval_budgets: tuple[int, ...] = (0,)
     data_dir: str = "data"
     loggers: tuple[str, ...] = ("csv",)
+    keep_checkpoints: int = 3  # the newest K kept; a study that re-evaluates every checkpoint keeps them all
 
     @property
     def name(self) -> str:
@@ -66,6 +67,7 @@ class RunSpec:
             eval_episodes=self.eval_episodes,
             overrides=dict(self.overrides),
             loggers=self.loggers,
+            keep_checkpoints=self.keep_checkpoints,
             group=Path(results_dir).resolve().name,  # the runs of one results directory form one W&B group
         )
 
@@ -104,6 +106,7 @@ class Grid:
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     hyperparameters: dict[str, tuple] = dataclasses.field(default_factory=dict)
     loggers: tuple[str, ...] = ("csv",)  # where each run's metric rows go (vgf.training.tracking)
+    keep_checkpoints: int = 3
 
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, each validated (agent, preset, task, config values, evaluation settings, loggers)."""
@@ -200,11 +203,13 @@ class Grid:
                     eval_budgets=budgets,
                     data_dir=self.data_dir,
                     loggers=parse_loggers(self.loggers),
+                    keep_checkpoints=self.keep_checkpoints,
                 )
                 try:
                     spec.train_settings(".").validate()
                 except ValueError as error:
-                    raise GridError(f"eval: {error}") from None
+                    key = "keep_checkpoints" if "keep_checkpoints" in str(error) else "eval"
+                    raise GridError(f"{key}: {error}") from None
                 specs.append(spec)
         return specs
 
@@ -243,6 +248,7 @@ SWEEP_KEYS = {
     "set": "mapping of config fields fixed for every agent that has them",
     "hyperparameters": "mapping of config field -> list of values; every combination is a run",
     "resources": "mapping with cpus and gpus per run",
+    "keep_checkpoints": "the newest K checkpoints of each run are kept (default 3)",
     "retries": "times a failed run is tried again (default 1)",
 }
 _EVAL_KEYS = ("every", "episodes", "budgets")
@@ -325,6 +331,8 @@ def _parse_sweep(raw: Any, base_name: str) -> SweepConfig:
     resources = _mapping(raw, "resources", _RESOURCE_KEYS)
     cpus, gpus = resources.get("cpus", 1), resources.get("gpus", 0)
     _expect(_is_number(cpus) and _is_number(gpus), "resources", "numbers for cpus and gpus", resources)
+    keep = raw.get("keep_checkpoints", 3)
+    _expect(_is_int(keep) and keep >= 1, "keep_checkpoints", "a positive integer", keep)
     retries = raw.get("retries", 1)
     _expect(_is_int(retries) and retries >= 0, "retries", "a non-negative integer", retries)
     results_dir = raw.get("results_dir", f"runs/sweep-{base_name}")
@@ -342,6 +350,7 @@ def _parse_sweep(raw: Any, base_name: str) -> SweepConfig:
         data_dir=data_dir,
         overrides=fixed,
         hyperparameters=hyperparameters,
+        keep_checkpoints=keep,
     )
     grid.runs()  # validates every run now, so the error names this file
     return SweepConfig(grid, Path(results_dir), Resources(float(cpus), float(gpus)), retries)

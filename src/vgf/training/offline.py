@@ -20,7 +20,7 @@ import numpy as np
 
 import vgf
 from vgf.agents import config_from_dict, get_agent, make_config, needs_next_actions
-from vgf.data import Dataset, d4rl_normalized_score, load_task_dataset
+from vgf.data import Dataset, d4rl_normalized_score, load_task_datasets
 from vgf.envs import TaskSpec, make_env, task_spec
 from vgf.evaluation import EnvPool, env_workers, evaluate
 from vgf.training.checkpoint import (
@@ -163,6 +163,27 @@ def train_chunk_seeds(agents, data: dict[str, jax.Array], keys, num_updates: int
     return jax.vmap(chunk, in_axes=(0, None, 0))(agents, data, keys)
 
 
+VALIDATION_BATCHES = 8  # fixed held-out batches behind the `val/` metrics
+
+
+def validation_batches(dataset: Dataset, batch_size: int, seed: int, next_actions: bool) -> dict[str, jax.Array]:
+    """`VALIDATION_BATCHES` batches of held-out transitions, stacked [batches, batch_size, ...]: drawn once per run
+    (from `seed`), so the `val/` metrics of its evaluations differ only by what the agent has learnt."""
+    index = np.random.default_rng(seed).integers(0, dataset.size, size=(VALIDATION_BATCHES, batch_size))
+    arrays = dataset.arrays()
+    if next_actions:
+        arrays["next_actions"] = dataset.next_actions()
+    return {name: jnp.asarray(array[index]) for name, array in arrays.items()}
+
+
+@jax.jit
+def validation_metrics(agent, batches: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The metrics an update reports (losses, mean Q, ...) on each held-out batch, averaged; the agent is unchanged:
+    the updated state is dropped, and an update computes its losses before it steps."""
+    infos = jax.lax.map(lambda batch: agent.update(batch)[1], batches)
+    return jax.tree_util.tree_map(jnp.mean, infos)
+
+
 def chunk_key(seed: int, step: int) -> jax.Array:
     """The sampling key for the chunk that starts at `step`: a pure function of (seed, step), so resumes are exact."""
     return jax.random.fold_in(jax.random.PRNGKey(seed + 1_000_003), step)
@@ -276,12 +297,20 @@ def settings_from_run(run_dir: Path) -> tuple[TrainSettings, Any, dict]:
     return settings, config_from_dict(settings.agent, info["agent_config"]), info
 
 
-def load_run(run_dir: Path):
-    """(settings, agent at its latest checkpoint, step) for an existing run directory."""
+def load_run(run_dir: Path, step: int | None = None):
+    """(settings, agent, step) for an existing run directory: its newest checkpoint, or the one of `step`."""
     settings, config, info = settings_from_run(run_dir)
     template = new_agent(settings, config, info["obs_dim"], info["action_dim"])
-    step, agent, _ = load_latest_checkpoint(Path(run_dir) / "checkpoints", template)
-    return settings, agent, step
+    directory = Path(run_dir) / "checkpoints"
+    if step is None:
+        step, agent, _ = load_latest_checkpoint(directory, template)
+        return settings, agent, step
+    kept = dict(list_checkpoints(directory))
+    if step not in kept:
+        listing = ", ".join(map(str, kept)) or "none"
+        raise FileNotFoundError(f"{directory} has no checkpoint of step {step} (kept steps: {listing}); "
+                                "a run keeps its newest --keep-checkpoints of them")
+    return settings, load_checkpoint(kept[step], template), step
 
 
 def config_differences(stored, requested) -> list[str]:
@@ -484,7 +513,9 @@ def train_held_seeds(
         if checkpoints:
             check_resumable(run.run_dir, run.settings, config, checkpoints[-1][0])
             resuming = True
-    dataset = dataset if dataset is not None else load_task_dataset(*spec.data_source(settings.data_dir), strict=settings.strict)
+    validation = None
+    if dataset is None:
+        dataset, validation = load_task_datasets(*spec.data_source(settings.data_dir), strict=settings.strict)
     if spec is not None:
         check_dataset_matches(dataset, spec)
     scale = 1.0
@@ -493,6 +524,8 @@ def train_held_seeds(
 
         scale = reward_scale(dataset)
         dataset = dataclasses.replace(dataset, rewards=(dataset.rewards * scale).astype(np.float32))
+        if validation is not None:
+            validation = dataclasses.replace(validation, rewards=(validation.rewards * scale).astype(np.float32))
 
     agents = new_agents(settings, config, dataset.obs_dim, dataset.action_dim, tuple(run.settings.seed for run in runs))
     for run in runs:
@@ -514,6 +547,8 @@ def train_held_seeds(
     data = {name: jnp.asarray(array) for name, array in dataset.arrays().items()}
     if next_actions:
         data["next_actions"] = jnp.asarray(dataset.next_actions())
+    held_out = {run.settings.seed: validation_batches(validation, config.batch_size, run.settings.seed, next_actions)
+                for run in runs} if validation is not None and validation.size else {}
     budgets = settings.eval_budgets if get_agent(settings.agent).USES_BUDGETS else (0,)
     diverged: list[str] = []
     step = start
@@ -547,11 +582,15 @@ def train_held_seeds(
                 row: dict[str, Any] = {"step": step, "phase": "offline", "updates_per_s": (step - logged[0]) / elapsed,
                                        "seeds_together": len(runs)}
                 row.update({f"train/{name}": float(values[index]) for name, values in infos.items()})
-                if evaluates and (step % settings.eval_every == 0 or step == settings.steps):
-                    results = evaluate_agent(seed_slice(agents, index), settings.task, budgets, settings.eval_episodes,
-                                             run.settings.seed, pool)
-                    run.last_eval = eval_row(results)
-                    row.update(run.last_eval)
+                if step % settings.eval_every == 0 or step == settings.steps:
+                    if run.settings.seed in held_out:
+                        held = validation_metrics(seed_slice(agents, index), held_out[run.settings.seed])
+                        row.update({f"val/{name}": float(value) for name, value in held.items()})
+                    if evaluates:
+                        results = evaluate_agent(seed_slice(agents, index), settings.task, budgets,
+                                                 settings.eval_episodes, run.settings.seed, pool)
+                        run.last_eval = eval_row(results)
+                        row.update(run.last_eval)
                 run.logger.log(row)
                 rows.append(row)
             logged = (step, agents, list(runs))

@@ -1,0 +1,335 @@
+"""The long-horizon study (benchmarks/results/long-horizon/): does the transport pay as the critic matures?
+
+Two steps, both resumable and both reading only run directories:
+
+    python benchmarks/long_horizon.py evaluate RESULTS_DIR --set vgf_lr=0.01   # every kept checkpoint, once
+    python benchmarks/long_horizon.py report RESULTS_DIR OUT_DIR              # tables and figures, unfinished runs too
+
+`evaluate` runs `vgf eval RUN --step N --set ...` on each kept checkpoint of each budget agent (VGF) that is one of
+the run's evaluation steps and has no such record yet, at the run's own evaluation budgets, episodes and seed, so
+each record pairs with the evaluation made during training. `report` writes `report.md` (how far each run got,
+success over training per agent, VGF's success over updates x budget at each step size, the critic's training and
+held-out losses and mean Q), `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`, and prints
+the markdown. Figures are means over the seeds that reached each step; the tables give every seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from vgf.agents import get_agent
+from vgf.cli import main as vgf_main
+from vgf.cli import override
+from vgf.files import atomic_file, atomic_write_text
+from vgf.training import list_checkpoints
+
+HEALTH = ("train/critic_loss", "val/critic_loss", "train/q_mean", "val/q_mean")
+
+
+@dataclass
+class Run:
+    """One run directory: its settings and what it has logged so far."""
+
+    path: Path
+    agent: str
+    seed: int
+    steps: int
+    eval_every: int
+    budgets: tuple[int, ...]
+    episodes: int
+    config: dict
+    rows: list[dict]
+    extra: dict[tuple[str, int], dict[int, float]] = field(default_factory=dict)  # (setting, step) -> budget -> success
+
+    @property
+    def uses_budgets(self) -> bool:
+        return get_agent(self.agent).USES_BUDGETS
+
+    @property
+    def eval_rows(self) -> list[dict]:
+        return [row for row in self.rows if any(key.startswith("eval/") for key in row)]
+
+    @property
+    def reached(self) -> int:
+        return max((row["step"] for row in self.rows), default=0)
+
+    def success(self, step: int, budget: int) -> float | None:
+        """Success at (step, budget) from the evaluation made during training."""
+        for row in self.eval_rows:
+            if row["step"] == step and f"eval/budget_{budget}/success" in row:
+                return number(row[f"eval/budget_{budget}/success"])
+        return None
+
+
+def number(value) -> float:
+    return float(value) if value is not None else math.nan  # the logger writes non-finite values as strings
+
+
+def read_runs(results_dir: Path) -> list[Run]:
+    runs = []
+    for path in sorted(results_dir.iterdir()):
+        if not (path / "config.json").is_file():
+            continue
+        info = json.loads((path / "config.json").read_text())
+        settings, config = info["settings"], info["agent_config"]
+        metrics = path / "metrics.jsonl"
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+        run = Run(path, settings["agent"], settings["seed"], settings["steps"], settings["eval_every"],
+                  tuple(settings["eval_budgets"]), settings["eval_episodes"], config, rows)
+        for record_path in sorted((path / "eval").glob("budgets_step*-*.json")):
+            record = json.loads(record_path.read_text())
+            setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
+            run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
+        runs.append(run)
+    if not runs:
+        raise FileNotFoundError(f"{results_dir} holds no run directory (a folder with config.json)")
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+
+
+def applied(overrides: list[str], config: dict) -> dict:
+    """The settings as `vgf eval` applies and names them: an int given for a float field is that float."""
+    changed = dict(override(item) for item in overrides)
+    return {name: float(value) if isinstance(config.get(name), float) and type(value) is int else value
+            for name, value in changed.items()}
+
+
+def evaluate(results_dir: Path, overrides: list[str]) -> int:
+    """`vgf eval --step N --set ...` on every kept evaluation-step checkpoint of every budget agent, once each."""
+    done = failed = 0
+    for run in read_runs(results_dir):
+        if not run.uses_budgets:
+            continue
+        suffix = "".join(f"-{name}={value}" for name, value in applied(overrides, run.config).items())
+        for step, _ in list_checkpoints(run.path / "checkpoints"):
+            if step == 0 or (step % run.eval_every and step != run.steps):
+                continue
+            if (run.path / "eval" / f"budgets_step{step}{suffix}.json").exists():
+                continue
+            argv = ["eval", str(run.path), "--step", str(step), "--vgf-steps", ",".join(map(str, run.budgets)),
+                    "--episodes", str(run.episodes), "--seed", str(run.seed)]
+            for item in overrides:
+                argv += ["--set", item]
+            print(f"{run.path.name}: step {step}{suffix}", flush=True)
+            code = vgf_main(argv)
+            done, failed = done + (code == 0), failed + (code != 0)
+    print(f"{done} evaluation(s) written, {failed} failed")
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def mean(values: list[float]) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def cell(values: list[float | None]) -> str:
+    """'mean (v1, v2)' over seeds; '-' where no seed has the value yet."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    if len(present) == 1:
+        return f"{present[0]:.2f}"
+    return f"{mean(present):.2f} ({', '.join(f'{v:.2f}' for v in present)})"
+
+
+def by_agent(runs: list[Run]) -> dict[str, list[Run]]:
+    grouped = defaultdict(list)
+    for run in runs:
+        grouped[run.agent].append(run)
+    return {agent: sorted(group, key=lambda run: run.seed) for agent, group in sorted(grouped.items())}
+
+
+def eval_steps(runs: list[Run]) -> list[int]:
+    return sorted({row["step"] for run in runs for row in run.eval_rows})
+
+
+def heat(runs: list[Run], setting: str | None) -> tuple[list[int], list[int], np.ndarray]:
+    """(steps, budgets, success[step, budget] averaged over the seeds that have it); setting None: training's own."""
+    steps = sorted({step for run in runs for step in (
+        [row["step"] for row in run.eval_rows] if setting is None else [s for (name, s) in run.extra if name == setting])})
+    budgets = sorted({b for run in runs for b in run.budgets})
+    grid = np.full((len(steps), len(budgets)), np.nan)
+    for i, step in enumerate(steps):
+        for j, budget in enumerate(budgets):
+            values = [run.success(step, budget) if setting is None else run.extra.get((setting, step), {}).get(budget)
+                      for run in runs]
+            grid[i, j] = mean(values)
+    return steps, budgets, grid
+
+
+def progress_table(runs: list[Run]) -> list[str]:
+    lines = ["| run | updates done | of | last evaluation |", "|---|---|---|---|"]
+    for run in runs:
+        last = max((row["step"] for row in run.eval_rows), default=0)
+        lines.append(f"| {run.path.name} | {run.reached} | {run.steps} | {last} |")
+    return lines
+
+
+def learning_table(groups: dict[str, list[Run]]) -> list[str]:
+    header = ["updates"]
+    columns = []
+    for agent, runs in groups.items():
+        budgets = sorted({b for run in runs for b in run.budgets}) if runs[0].uses_budgets else [0]
+        for budget in budgets:
+            columns.append((agent, budget))
+            header.append(f"{agent} budget {budget}" if runs[0].uses_budgets else agent)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for step in eval_steps([run for runs in groups.values() for run in runs]):
+        values = [cell([run.success(step, budget) for run in groups[agent]]) for agent, budget in columns]
+        lines.append(f"| {step} | " + " | ".join(values) + " |")
+    return lines
+
+
+def heat_table(runs: list[Run], setting: str | None) -> list[str]:
+    steps, budgets, _ = heat(runs, setting)
+    lines = ["| updates | " + " | ".join(f"budget {b}" for b in budgets) + " |", "|" + "---|" * (len(budgets) + 1)]
+    for step in steps:
+        values = [cell([run.success(step, b) if setting is None else run.extra.get((setting, step), {}).get(b)
+                        for run in runs]) for b in budgets]
+        lines.append(f"| {step} | " + " | ".join(values) + " |")
+    return lines
+
+
+def health_table(groups: dict[str, list[Run]]) -> list[str]:
+    lines = ["| agent | updates | " + " | ".join(HEALTH) + " |", "|" + "---|" * (len(HEALTH) + 2)]
+    for agent, runs in groups.items():
+        for step in eval_steps(runs):
+            rows = [next((row for row in run.eval_rows if row["step"] == step), {}) for run in runs]
+            values = [cell([number(row[key]) if key in row else None for row in rows]) for key in HEALTH]
+            if any(value != "-" for value in values):  # agents without a critic (BC) have none
+                lines.append(f"| {agent} | {step} | " + " | ".join(values) + " |")
+    return lines
+
+
+def save(figure: Figure, path: Path) -> None:
+    with atomic_file(path) as handle:
+        figure.savefig(handle, dpi=110, format="png")
+
+
+def plot_learning(groups: dict[str, list[Run]], path: Path) -> None:
+    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    for index, (agent, runs) in enumerate(groups.items()):
+        budgets = sorted({b for run in runs for b in run.budgets}) if runs[0].uses_budgets else [0]
+        for shade, budget in enumerate(budgets):
+            steps = eval_steps(runs)
+            values = [mean([run.success(step, budget) for run in runs]) for step in steps]
+            label = f"{agent} budget {budget}" if runs[0].uses_budgets else agent
+            ax.plot(steps, values, marker="o", color=f"C{index}", alpha=1.0 - 0.7 * shade / max(1, len(budgets) - 1),
+                    linestyle="-" if budget == 0 else "--", label=f"{label} ({len(runs)} seeds)")
+    ax.set_xlabel("updates")
+    ax.set_ylabel("success rate (mean over seeds)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save(figure, path)
+
+
+def plot_heatmaps(vgf_runs: list[Run], settings: list[str | None], labels: list[str], path: Path) -> None:
+    figure = Figure(figsize=(4.5 * len(settings), 4.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, (setting, label) in enumerate(zip(settings, labels)):
+        ax = figure.add_subplot(1, len(settings), index + 1)
+        steps, budgets, grid = heat(vgf_runs, setting)
+        if not steps:
+            ax.set_title(f"{label}: not evaluated yet", fontsize=9)
+            continue
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
+        for i in range(len(steps)):
+            for j in range(len(budgets)):
+                if not math.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if grid[i, j] < 0.5 else "black")
+        ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
+        ax.set_yticks(range(len(steps)), [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps])
+        ax.set_xlabel("transport budget (steps)")
+        ax.set_ylabel("updates")
+        ax.set_title(f"VGF success, {label}", fontsize=9)
+    figure.colorbar(image, ax=figure.axes, shrink=0.8, label="success (mean over seeds)")
+    save(figure, path)
+
+
+def plot_health(groups: dict[str, list[Run]], path: Path) -> None:
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = [figure.add_subplot(1, 2, k + 1) for k in range(2)]
+    for index, (agent, runs) in enumerate(groups.items()):
+        steps = eval_steps(runs)
+        for ax, (train_key, val_key) in zip(panels, (HEALTH[:2], HEALTH[2:])):
+            for key, style in ((train_key, "--"), (val_key, "-")):
+                values = [mean([number(row[key]) for run in runs for row in run.eval_rows
+                                if row["step"] == step and key in row]) for step in steps]
+                if not all(math.isnan(v) for v in values):
+                    ax.plot(steps, values, style, marker="o", color=f"C{index}", label=f"{agent} {key.split('/')[0]}")
+    panels[0].set_ylabel("critic loss (TD error)")
+    panels[0].set_yscale("log")
+    panels[1].set_ylabel("mean Q on the batch")
+    for ax in panels:
+        ax.set_xlabel("updates")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save(figure, path)
+
+
+def report(results_dir: Path, out_dir: Path) -> int:
+    runs = read_runs(results_dir)
+    groups = by_agent(runs)
+    vgf_runs = [run for run in runs if run.uses_budgets]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Long-horizon study: {results_dir.name}", "", "Built by `benchmarks/long_horizon.py report` from the "
+             "run directories; a value in brackets is each seed's, before it their mean.", "", "## How far each run got",
+             "", *progress_table(runs), "", "## Success over training (evaluations made while training)", "",
+             *learning_table(groups), ""]
+    settings: list[str | None] = [None]
+    labels = [f"vgf_lr {vgf_runs[0].config['vgf_lr']:g} (trained)" if vgf_runs else "trained"]
+    for setting in sorted({name for run in vgf_runs for name, _ in run.extra}):
+        settings.append(setting)
+        labels.append(setting.replace("=", " "))
+    for setting, label in zip(settings, labels):
+        lines += [f"## VGF: success over updates x budget, {label}", "", *heat_table(vgf_runs, setting), ""]
+    lines += ["## The critic: training and held-out losses and mean Q", "", *health_table(groups), ""]
+    text = "\n".join(lines)
+    atomic_write_text(out_dir / "report.md", text)
+    plot_learning(groups, out_dir / "learning_curves.png")
+    if vgf_runs:
+        plot_heatmaps(vgf_runs, settings, labels, out_dir / "budget_heatmap.png")
+    plot_health(groups, out_dir / "critic_health.png")
+    print(text)
+    print(f"wrote {out_dir / 'report.md'} and its figures")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    ev = commands.add_parser("evaluate", help="evaluate every kept checkpoint with test-time settings changed")
+    ev.add_argument("results_dir", type=Path)
+    ev.add_argument("--set", dest="overrides", action="append", required=True, metavar="KEY=VALUE",
+                    help="a test-time field, as `vgf eval --set` takes it, e.g. vgf_lr=0.01")
+    rep = commands.add_parser("report", help="tables and figures from the run directories")
+    rep.add_argument("results_dir", type=Path)
+    rep.add_argument("out_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        return evaluate(args.results_dir, args.overrides)
+    return report(args.results_dir, args.out_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
