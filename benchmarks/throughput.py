@@ -380,7 +380,8 @@ def bench_preset(label: str, module, config, data, quick: bool) -> None:
 def bench_seeds(label: str, module, config, data, seeds: int, quick: bool) -> None:
     """Seed-updates/s of `seeds` agents trained in one process by `train_chunk_seeds` (vmap over the stacked agent
     states, as `vgf train --seeds`), and its ratio to the one-seed `updates_per_s` measured just before."""
-    from vgf.training.offline import chunk_key, train_chunk_seeds
+    from vgf.training.offline import train_chunk_seeds
+    from vgf.training.run import chunk_key
 
     create_all = jax.jit(jax.vmap(module.create, in_axes=(None, None, None, 0)), static_argnums=(0, 1, 2))
     agents = create_all(config, OBS_DIM, ACTION_DIM, jnp.arange(seeds, dtype=jnp.int32))

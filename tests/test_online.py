@@ -24,7 +24,7 @@ from vgf.training import (
     train,
 )
 from vgf.training.offline import train_seeds
-from vgf.training.online import OnlineEnvs, load_replay, replay_path, reward_scale, save_online_checkpoint
+from vgf.training.online import OnlineEnvs, load_replay, replay_path, save_online_checkpoint
 
 # Small networks keep compilation short; every run here shares this config, so it compiles once per session.
 ONLINE_BANDIT = dict(
@@ -136,7 +136,7 @@ def test_masks_are_zero_only_at_true_terminals():
     pool.close()
 
 
-def test_reward_scale_spans_the_return_range():
+def test_the_reward_scale_spans_the_return_range():
     arrays = {
         "observations": np.zeros((5, 1), np.float32),
         "actions": np.zeros((5, 2), np.float32),
@@ -144,12 +144,12 @@ def test_reward_scale_spans_the_return_range():
         "next_observations": np.zeros((5, 1), np.float32),
         "terminals": np.array([0, 0, 1, 0, 1], np.float32),
     }
-    assert reward_scale(Dataset.from_arrays(arrays)) == pytest.approx(1000 / 3)
+    assert Dataset.from_arrays(arrays).return_range_scale() == pytest.approx(1000 / 3)
     arrays["rewards"] = np.ones(5, np.float32)  # returns 3 and 2
-    assert reward_scale(Dataset.from_arrays(arrays)) == pytest.approx(1000.0)
+    assert Dataset.from_arrays(arrays).return_range_scale() == pytest.approx(1000.0)
     arrays["rewards"] = np.array([1, 1, 1, 1, 2], np.float32)  # returns 3 and 3
     with pytest.raises(ValueError, match="different returns"):
-        reward_scale(Dataset.from_arrays(arrays))
+        Dataset.from_arrays(arrays).return_range_scale()
 
 
 def read_rows(run_dir):

@@ -83,6 +83,10 @@ def test_table_has_mean_and_std_over_seeds_at_default_and_best_budget(bench_dir)
     assert "| vgf | default: 8 | 2 | 100 | 0.500 ± 0.100 | 0.650 ± 0.050 | 5.000 ± 1.000 |" in markdown
     assert "| vgf | best: 2 | 2 | 100 | 0.800 ± 0.100 | 0.800 ± 0.100 | 8.000 ± 1.000 |" in markdown
     assert "| bc | 0 | 2 | 100 | 0.400 ± 0.100 | 0.450 ± 0.150 | 4.000 ± 1.000 |" in markdown
+    # every budget's last score, per seed too; BC has one budget and no curve
+    assert ("| vgf | 2 | 100 | 0.200 ± 0.100 (0.30, 0.10) | 0.800 ± 0.100 (0.90, 0.70) | 0.500 ± 0.100 (0.60, 0.40) |"
+            in markdown)
+    assert "| bc | 2 |" not in markdown
     assert "`vgf-cube-single-play-singletask-task1-s0`: failed after 2 attempt(s): DatasetError: no dataset file" in markdown
     assert "`bc-bandit-s2`: unfinished: evaluated up to step 50 of 200" in markdown
     assert [p.name for p in report.problems] == ["bc-bandit-s2", "vgf-cube-single-play-singletask-task1-s0"]

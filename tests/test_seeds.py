@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from vgf.data import Dataset, make_bandit_dataset
 from vgf.training import TrainingDiverged, TrainSettings, list_checkpoints, load_run, train
 from vgf.training.offline import train_seeds
+from vgf.training.run import seed_group
 
 BANDIT = dict(task="bandit", preset="bandit", eval_every=20, log_every=10, eval_episodes=100, eval_budgets=(0, 8))
 SEEDS = (0, 1)  # two seeds everywhere: one compiled vmapped chunk serves every test here
@@ -125,3 +127,15 @@ def test_invalid_seed_groups_are_refused_before_writing(tmp_path, change, words)
     with pytest.raises(ValueError, match=words):
         train_seeds([first, change(second)])
     assert not (tmp_path / "bad").exists()
+
+
+def test_each_seed_of_a_call_gets_its_run_directory():
+    base = TrainSettings(agent="vgf", task="minari:D4RL/door/human-v2", run_dir="", seed=3)
+    name = "vgf-minari_D4RL_door_human-v2"  # the task name made one directory name
+    assert [(s.seed, s.run_dir, s.group) for s in seed_group(base, None, None)] == [(3, f"runs/{name}-s3", None)]
+    assert seed_group(base, None, "out/one")[0].run_dir == "out/one"
+    assert [(s.seed, s.run_dir, s.group) for s in seed_group(base, (0, 1), "out/cube")] == [
+        (0, str(Path("out/cube/s0")), "cube"),
+        (1, str(Path("out/cube/s1")), "cube"),
+    ]
+    assert [(s.run_dir, s.group) for s in seed_group(base, (2,), None)] == [(f"runs/{name}-s2", name)]

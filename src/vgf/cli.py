@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import json
 import os
-import re
 import sys
 import time
 import warnings
@@ -238,18 +237,12 @@ def training_progress(run_dir: str, total: int):
 
 
 def cmd_train(args) -> int:
-    from vgf.training import TrainSettings, settings_from_run
+    from vgf.training import TrainSettings
     from vgf.training.offline import check_seed_group, train_seeds
+    from vgf.training.run import resumed_settings, seed_group
 
     if args.resume:
-        settings, _, _ = settings_from_run(Path(args.resume))
-        if args.steps is not None:
-            settings = dataclasses.replace(settings, steps=args.steps)
-        if args.online_steps is not None:
-            settings = dataclasses.replace(settings, online_steps=args.online_steps)
-        if args.logger is not None:
-            settings = dataclasses.replace(settings, loggers=args.logger)
-        group = [settings]
+        group = [resumed_settings(Path(args.resume), steps=args.steps, online_steps=args.online_steps, loggers=args.logger)]
     else:
         if not args.agent or not args.task:
             raise ValueError("vgf train needs an AGENT and --task (or --resume RUN_DIR)")
@@ -261,6 +254,7 @@ def cmd_train(args) -> int:
             steps=10_000 if args.steps is None else args.steps,
             eval_every=args.eval_every,
             log_every=args.log_every,
+            seed=args.seed,
             data_dir=args.data_dir,
             eval_budgets=args.eval_budgets,
             eval_episodes=args.eval_episodes,
@@ -276,9 +270,8 @@ def cmd_train(args) -> int:
             explore_vgf_steps=args.explore_vgf_steps,
             normalize_rewards=args.normalize_rewards,
             loggers=args.logger or ("csv",),
-            group=seeds_group(args),
         )
-        group = [dataclasses.replace(settings, seed=seed, run_dir=seed_run_dir(args, seed)) for seed in args.seeds or (args.seed,)]
+        group = seed_group(settings, args.seeds, args.run_dir)
     check_seed_group(group)  # refused before the progress display starts
     settings = group[0]
     progress, start, update = training_progress(", ".join(member.run_dir for member in group), settings.total_steps)
@@ -289,25 +282,6 @@ def cmd_train(args) -> int:
         console.print(budget_table_from_row(final, f"{member.agent} on {member.task}, seed {member.seed}, after {member.steps} updates{online}"))
         console.print(f"run directory: {member.run_dir}")
     return 0
-
-
-def seed_run_dir(args, seed: int) -> str:
-    """`--run-dir` (with --seeds: its `s<seed>` subdirectory), by default `runs/<agent>-<task>-s<seed>`; task names
-    such as `d4rl:hopper-medium-v2` or `minari:D4RL/door/human-v2` become one directory name."""
-    if args.run_dir:
-        return str(Path(args.run_dir) / f"s{seed}") if args.seeds is not None else args.run_dir
-    return f"runs/{default_run_name(args)}-s{seed}"
-
-
-def default_run_name(args) -> str:
-    return f"{args.agent}-{re.sub(r'[^A-Za-z0-9._-]+', '_', args.task)}"
-
-
-def seeds_group(args) -> str | None:
-    """The W&B group of seeds trained together (--seeds): the name of their parent run directory."""
-    if args.seeds is None:
-        return None
-    return Path(args.run_dir).name if args.run_dir else default_run_name(args)
 
 
 def budget_table_from_row(row: dict, title: str) -> Table:

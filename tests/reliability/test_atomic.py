@@ -119,7 +119,8 @@ def test_every_run_file_is_on_disk_before_its_rename_and_the_rename_before_the_w
     from vgf.data.bandit import make_bandit_dataset
     from vgf.evaluation import plot_learning_curve
     from vgf.sweep.runner import _record_failure
-    from vgf.training.offline import TrainSettings, write_run_info
+    from vgf.training.offline import write_run_info
+    from vgf.training.run import TrainSettings
     from vgf.training.online import ReplayBuffer, replay_path, save_online_checkpoint
 
     events = []

@@ -10,7 +10,7 @@ import pytest
 from cli_runs import final_state, logged_step
 
 from vgf.training import TrainingDiverged, list_checkpoints
-from vgf.training.offline import check_finite
+from vgf.training.run import check_finite
 
 
 @pytest.mark.slow

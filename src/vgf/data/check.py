@@ -9,6 +9,7 @@ import numpy as np
 
 from vgf.data.d4rl import d4rl_to_dataset, is_antmaze, read_d4rl_arrays
 from vgf.data.dataset import DatasetError, _first_bad_row, check_finite, count_outside_action_box, enforce_action_box
+from vgf.envs.ogbench_envs import OGBENCH_PLAY_DATASETS
 
 __all__ = ["check_file"]
 
@@ -139,8 +140,6 @@ def check_file(path, *, strict: bool = False) -> dict:
     if not path.is_file():
         hint = ""
         if suffix == ".npz":
-            from vgf.data.ogbench_data import OGBENCH_PLAY_DATASETS
-
             stem = path.name[: -len(".npz")]
             stem = stem[: -len("-val")] if stem.endswith("-val") else stem
             stem = stem[: -len("-v0")] if stem.endswith("-v0") else stem

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vgf.data.dataset import Dataset, DatasetError, _first_bad_row, check_finite, enforce_action_box
+from vgf.data.dataset import RETURN_RANGE, Dataset, DatasetError, _first_bad_row, check_finite, enforce_action_box
 
 __all__ = [
     "D4RL_REQUIRED_KEYS",
@@ -31,7 +31,6 @@ _FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
 # 'auto': the AntMaze shift for AntMaze data, rewards as stored otherwise. 'none': as stored.
 # 'antmaze': r - 1. 'locomotion': r * 1000 / (max episode return - min episode return).
 REWARD_TRANSFORMS = ("auto", "none", "antmaze", "locomotion")
-_LOCOMOTION_RETURN_RANGE = 1000.0
 
 
 def read_d4rl_arrays(path) -> dict[str, np.ndarray]:
@@ -163,23 +162,9 @@ def is_antmaze(name: str) -> bool:
     return "antmaze" in str(name).lower().replace("_", "")
 
 
-def scale_rewards_by_return_range(dataset: Dataset, target_range: float = _LOCOMOTION_RETURN_RANGE) -> Dataset:
-    """`dataset` with rewards * target_range / (max episode return - min episode return).
-
-    The D4RL locomotion convention of IQL and VGF: episode returns then span `target_range` (1000). Episodes
-    are the spans ended by `dataset.terminals`; a last span without an end counts as an episode too.
-    """
-    ends = np.flatnonzero(dataset.terminals)
-    starts = np.concatenate([[0], ends + 1])
-    starts = starts[starts < dataset.size]
-    returns = np.add.reduceat(dataset.rewards.astype(np.float64), starts)
-    spread = float(returns.max() - returns.min())
-    if not spread > 0.0:
-        raise DatasetError(
-            f"{dataset.source}: reward scaling by the return range needs episodes with different returns; "
-            f"all {len(returns)} episode(s) return {float(returns[0]):.6g}"
-        )
-    rewards = (dataset.rewards * (target_range / spread)).astype(np.float32)
+def scale_rewards_by_return_range(dataset: Dataset, target_range: float = RETURN_RANGE) -> Dataset:
+    """`dataset` with rewards scaled so its episode returns span `target_range` (`Dataset.return_range_scale`)."""
+    rewards = (dataset.rewards * dataset.return_range_scale(target_range)).astype(np.float32)
     return dataclasses.replace(dataset, rewards=rewards)
 
 

@@ -28,6 +28,7 @@ __all__ = [
 DEFAULT_ACTION_BOUNDS = (-1.0, 1.0)
 REQUIRED_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 ARRAY_KEYS = ("observations", "actions", "rewards", "next_observations", "masks", "terminals")
+RETURN_RANGE = 1000.0  # episode returns span this after reward scaling (`Dataset.return_range_scale`)
 _MATRIX_KEYS = ("observations", "actions", "next_observations")
 _VECTOR_KEYS = ("rewards", "masks", "terminals")
 
@@ -282,6 +283,23 @@ class Dataset:
         """
         following = np.concatenate([self.actions[1:], self.actions[-1:]])
         return np.where(self.terminals[:, None] > 0, self.actions, following)
+
+    def return_range_scale(self, target_range: float = RETURN_RANGE) -> float:
+        """The reward factor that makes the episode returns span `target_range`: target / (max - min episode return).
+
+        The D4RL locomotion convention of IQL and VGF. Episodes are the spans ended by `terminals`; a last span
+        without an end counts as an episode too.
+        """
+        ends = np.flatnonzero(self.terminals)
+        starts = np.concatenate([[0], ends + 1])
+        returns = np.add.reduceat(self.rewards.astype(np.float64), starts[starts < self.size])
+        spread = float(returns.max() - returns.min())
+        if not spread > 0.0:
+            raise DatasetError(
+                f"{self.source}: scaling rewards by the return range needs episodes with different returns; "
+                f"all {len(returns)} episode(s) return {float(returns[0]):.6g}"
+            )
+        return target_range / spread
 
     def __repr__(self) -> str:
         return (

@@ -27,6 +27,7 @@ import vgf.envs  # noqa: F401  (on import, picks a headless MuJoCo GL backend be
 from vgf.data.check import check_file
 from vgf.data.dataset import DEFAULT_ACTION_BOUNDS, Dataset, DatasetError
 from vgf.envs import one_thread_children, usable_cores
+from vgf.envs.ogbench_envs import OGBENCH_PLAY_DATASETS
 from vgf.files import atomic_file
 
 __all__ = [
@@ -37,16 +38,6 @@ __all__ = [
     "parse_ogbench_task",
     "load_ogbench_task",
 ]
-
-# Play dataset name -> the data-collection environment it is generated in.
-OGBENCH_PLAY_DATASETS: dict[str, str] = {
-    "cube-single-play": "cube-single-v0",
-    "cube-double-play": "cube-double-v0",
-    "cube-triple-play": "cube-triple-v0",
-    "scene-play": "scene-v0",
-    "puzzle-3x3-play": "puzzle-3x3-v0",
-    "puzzle-4x4-play": "puzzle-4x4-v0",
-}
 
 NUM_OGBENCH_TASKS = 5  # every OGBench single-task environment has task1 ... task5
 _MAX_EPISODE_RETRIES = 20  # consecutive failed health checks before giving up

@@ -75,6 +75,16 @@ def silence_known_warnings() -> None:
 
 _MANIPULATION_TYPES = ("play", "noisy")
 
+# Play dataset name -> the data-collection environment it is generated in (`vgf data make`).
+OGBENCH_PLAY_DATASETS: dict[str, str] = {
+    "cube-single-play": "cube-single-v0",
+    "cube-double-play": "cube-double-v0",
+    "cube-triple-play": "cube-triple-v0",
+    "scene-play": "scene-v0",
+    "puzzle-3x3-play": "puzzle-3x3-v0",
+    "puzzle-4x4-play": "puzzle-4x4-v0",
+}
+
 
 @dataclass(frozen=True)
 class _Family:

@@ -4,7 +4,6 @@ canvas, no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -13,9 +12,7 @@ from matplotlib.figure import Figure
 from vgf.evaluation.plots import CURVE_LABELS
 from vgf.files import atomic_file
 from vgf.sweep.grid import format_value
-
-if TYPE_CHECKING:
-    from vgf.sweep.report import RunRecord, SensitivityPoint
+from vgf.sweep.records import RunRecord, SensitivityPoint
 
 
 def _figure(panels: int, width: float = 5.5, height: float = 4.0) -> tuple[Figure, list]:

@@ -24,46 +24,12 @@ from typing import Any
 import numpy as np
 
 from vgf.sweep.grid import format_value
+from vgf.sweep.records import Evaluation, Problem, RunRecord, SensitivityPoint
 from vgf.training.checkpoint import atomic_write_text
 
 _EVAL_METRIC = re.compile(r"^eval/budget_(\d+)/(success|normalized_score)$")
 SCORE_LABELS = {"success": "success", "normalized_score": "normalized score"}
 _UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._=+-]")
-
-
-@dataclasses.dataclass(frozen=True)
-class Evaluation:
-    step: int
-    score: float  # the run's `metric` at this evaluation
-    episode_return: float
-
-
-@dataclasses.dataclass(frozen=True)
-class RunRecord:
-    """One finished run: who it is and its evaluations per budget, in step order."""
-
-    name: str
-    agent: str
-    task: str
-    seed: int
-    overrides: tuple[tuple[str, Any], ...]
-    steps: int
-    default_budget: int | None  # the config's eval_vgf_steps; None for agents without one
-    evaluations: dict[int, tuple[Evaluation, ...]]
-    metric: str = "success"  # what Evaluation.score holds: 'success' or 'normalized_score' (D4RL tasks)
-
-    @property
-    def setting(self) -> str:
-        """The overrides as one label, e.g. 'num_particles=8 vgf_alpha=0.1' ('' for the preset as it is)."""
-        return " ".join(f"{key}={format_value(value)}" for key, value in self.overrides)
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """A run directory that is not in the table, and why."""
-
-    name: str
-    reason: str
 
 
 def _number(value: Any) -> float:
@@ -213,18 +179,6 @@ def score_rows(records: list[RunRecord]) -> list[ScoreRow]:
     return rows
 
 
-@dataclasses.dataclass(frozen=True)
-class SensitivityPoint:
-    hyperparameter: str
-    task: str
-    agent: str
-    value: Any
-    runs: int
-    metric: str
-    score_mean: float
-    score_std: float
-
-
 def swept_hyperparameters(records: list[RunRecord]) -> list[str]:
     """Override keys that take more than one value among the runs."""
     values: dict[str, set] = defaultdict(set)
@@ -296,7 +250,35 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str) -> str:
+def budget_curve_lines(records: list[RunRecord]) -> list[str]:
+    """Markdown tables of each budget agent's last score at every budget its seeds share, per task: mean ± std over
+    seeds, then each seed's value (seed order)."""
+    groups = {key: runs for key, runs in _group(records).items() if len(_common_budgets(runs)) > 1}
+    if not groups:
+        return []
+    with_settings = any(runs[0].setting for runs in groups.values())
+    lines = ["", "## Budget curves", "", "The last evaluation's score at each transport budget, mean ± std over seeds, "
+             "then each seed's value."]
+    for task in sorted({task for task, _, _ in groups}):
+        task_groups = [(key, runs) for key, runs in groups.items() if key[0] == task]
+        budgets = sorted(set().union(*(_common_budgets(runs) for _, runs in task_groups)))
+        header = ["agent", *(["setting"] if with_settings else []), "seeds", "steps", *(f"budget {b}" for b in budgets)]
+        lines += ["", f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for (_, agent, _), runs in task_groups:
+            runs = sorted(runs, key=lambda run: run.seed)
+            cells = [agent, *([runs[0].setting or "(preset)"] if with_settings else []), str(len(runs)),
+                     str(min(run.steps for run in runs))]
+            for budget in budgets:
+                if budget not in _common_budgets(runs):
+                    cells.append("-")
+                    continue
+                scores = [run.evaluations[budget][-1].score for run in runs]
+                cells.append(f"{_pm(*_mean_std(scores))} ({', '.join(f'{score:.2f}' for score in scores)})")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str, curves: list[str] = ()) -> str:
     lines = [
         f"# {title}",
         "",
@@ -323,6 +305,7 @@ def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str) 
                 f"{row.return_last_mean:.3f} ± {row.return_last_std:.3f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += curves
     if problems:
         lines += ["", "## Runs not in the table", ""] + [f"- `{p.name}`: {p.reason}" for p in problems]
     return "\n".join(lines) + "\n"
@@ -344,7 +327,8 @@ def write_report(results_dir: Path | str, title: str | None = None) -> Report:
     records, problems = collect_runs(results_dir)
     rows = score_rows(records)
     files = [results_dir / "results.md", results_dir / "results.csv"]
-    atomic_write_text(files[0], results_markdown(rows, problems, title or f"Results: {results_dir}"))
+    markdown = results_markdown(rows, problems, title or f"Results: {results_dir}", budget_curve_lines(records))
+    atomic_write_text(files[0], markdown)
     atomic_write_text(files[1], results_csv(rows))
     groups = _group(records)
     for task in sorted({record.task for record in records}):

@@ -3,18 +3,10 @@
 from vgf.training.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from vgf.training.lock import RunDirectoryInUse
 from vgf.training.logger import MetricsLogger
-from vgf.training.offline import (
-    TrainingDiverged,
-    TrainingInterrupted,
-    TrainSettings,
-    evaluate_agent,
-    load_run,
-    make_policy,
-    settings_from_run,
-    train,
-    train_chunk,
-)
+from vgf.training.offline import load_run, settings_from_run, train, train_chunk
 from vgf.training.online import ReplayBuffer, sample_batch, train_chunk_online, train_online
+from vgf.training.policy import make_policy
+from vgf.training.run import TrainingDiverged, TrainingInterrupted, TrainSettings, evaluate_agent
 
 __all__ = [
     "MetricsLogger",

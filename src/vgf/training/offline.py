@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import platform
 import subprocess
 import time
@@ -19,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import vgf
-from vgf.agents import config_from_dict, get_agent, make_config, needs_next_actions
-from vgf.data import Dataset, d4rl_normalized_score, load_task_datasets
+from vgf.agents import get_agent, make_config, needs_next_actions
+from vgf.data import Dataset, load_task_datasets
 from vgf.envs import TaskSpec, make_env, task_spec
-from vgf.evaluation import EnvPool, env_workers, evaluate
+from vgf.evaluation import EnvPool, env_workers
 from vgf.training.checkpoint import (
     atomic_write_text,
     list_checkpoints,
@@ -31,113 +30,20 @@ from vgf.training.checkpoint import (
     remove_temporaries,
     save_checkpoint,
 )
-from vgf.training.logger import MetricsLogger
 from vgf.training.lock import hold_run_directories
-from vgf.training.policy import make_policy
-from vgf.training.tracking import TrackerError, check_loggers, open_run_logger, parse_loggers
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss or parameter became non-finite; the last good checkpoint is kept."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: a checkpoint of the last logged step was written in every run directory."""
-
-    def __init__(self, run_dirs: list[Path], step: int):
-        resume = " and ".join(f"vgf train --resume {run_dir}" for run_dir in run_dirs)
-        again = "" if len(run_dirs) == 1 else " (or run the same --seeds command again)"
-        super().__init__(f"interrupted; checkpoint saved at step {step}. Resume with: {resume}{again}")
-        self.run_dirs, self.step = run_dirs, step
-
-
-REPLAY_MODES = ("dataset", "rlpd", "online")  # how online training batches mix dataset and online data
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    agent: str
-    task: str | None  # None: a dataset with no environment (`vgf.fit`), trained on without evaluation
-    run_dir: str
-    preset: str = "cpu-small"
-    steps: int = 10_000
-    eval_every: int = 5_000
-    log_every: int = 500
-    seed: int = 0
-    data_dir: str = "data"
-    eval_budgets: tuple[int, ...] = (0, 1, 2, 4)
-    eval_episodes: int = 10
-    eval_workers: int | None = None  # env worker processes; None: sized to the machine (vgf.evaluation.env_workers)
-    keep_checkpoints: int = 3
-    checkpoint_every: int | None = None  # None: at every evaluation
-    strict: bool = False  # refuse dataset actions outside the action box instead of clipping them
-    overrides: dict = dataclasses.field(default_factory=dict)
-    # Offline-to-online (vgf.training.online): env steps after the offline `steps`, counted on from them.
-    online_steps: int = 0
-    replay: str = "rlpd"  # 'dataset' (one buffer of dataset + online data) | 'rlpd' (half and half) | 'online'
-    online_envs: int = 1  # environments stepped together; each env step is one transition
-    updates_per_env_step: int = 1
-    explore_vgf_steps: int = 0  # transport budget when acting online (0: best of N reference particles by Q)
-    normalize_rewards: bool = False  # scale rewards (dataset and online) so dataset episode returns span 1000
-    loggers: tuple[str, ...] = ("csv",)  # where metric rows go: csv (always), tensorboard, wandb (vgf.training.tracking)
-    group: str | None = None  # the W&B group of the run: a bench's or sweep's results directory, seeds trained together
-
-    def validate(self) -> "TrainSettings":
-        problems = []
-        if self.steps < 0:
-            problems.append(f"steps must be >= 0, got {self.steps}")
-        if self.eval_every <= 0:
-            problems.append(f"eval_every must be > 0, got {self.eval_every}")
-        if self.log_every <= 0:
-            problems.append(f"log_every must be > 0, got {self.log_every}")
-        if self.eval_episodes <= 0:
-            problems.append(f"eval_episodes must be > 0, got {self.eval_episodes}")
-        if not self.eval_budgets or min(self.eval_budgets) < 0 or len(set(self.eval_budgets)) != len(self.eval_budgets):
-            problems.append(f"eval_budgets must be distinct non-negative integers, got {list(self.eval_budgets)}")
-        if self.eval_workers is not None and self.eval_workers < 0:
-            problems.append(f"eval_workers must be >= 0, got {self.eval_workers}")
-        if self.keep_checkpoints < 1:
-            problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
-        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
-            problems.append(f"checkpoint_every must be > 0, got {self.checkpoint_every}")
-        if self.online_steps < 0:
-            problems.append(f"online_steps must be >= 0, got {self.online_steps}")
-        if self.online_steps and self.task is None:
-            problems.append("online_steps need a task: an environment to act in")
-        if self.replay not in REPLAY_MODES:
-            problems.append(f"replay must be one of {', '.join(REPLAY_MODES)}, got {self.replay!r}")
-        if self.online_envs < 1:
-            problems.append(f"online_envs must be >= 1, got {self.online_envs}")
-        elif self.online_steps % self.online_envs:
-            problems.append(f"online_steps ({self.online_steps}) must be a multiple of online_envs ({self.online_envs})")
-        if self.updates_per_env_step < 1:
-            problems.append(f"updates_per_env_step must be >= 1, got {self.updates_per_env_step}")
-        if self.explore_vgf_steps < 0:
-            problems.append(f"explore_vgf_steps must be >= 0, got {self.explore_vgf_steps}")
-        try:
-            parse_loggers(self.loggers)
-        except TrackerError as error:
-            problems.append(str(error))
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    @property
-    def total_steps(self) -> int:
-        """The last step of the run: the offline updates, then the online env steps."""
-        return self.steps + self.online_steps
-
-    @property
-    def checkpoint_interval(self) -> int:
-        return self.checkpoint_every or self.eval_every
-
-    def next_boundary(self, step: int) -> int:
-        """The end of the chunk that starts at `step`: the next log, evaluation or checkpoint step, or the last step.
-
-        A pure function of the step, so a resumed run cuts its updates into the same chunks as an uninterrupted one.
-        """
-        intervals = (self.log_every, self.eval_every, self.checkpoint_interval)
-        return min(self.steps, *((step // interval + 1) * interval for interval in intervals))
+from vgf.training.online import train_online
+from vgf.training.run import (
+    SeedRun,
+    settings_from_run,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainSettings,
+    check_finite,
+    chunk_key,
+    eval_row,
+    evaluate_agent,
+)
+from vgf.training.tracking import check_loggers, open_run_logger
 
 
 @functools.partial(jax.jit, static_argnames=("num_updates", "batch_size"))
@@ -182,41 +88,6 @@ def validation_metrics(agent, batches: dict[str, jax.Array]) -> dict[str, jax.Ar
     the updated state is dropped, and an update computes its losses before it steps."""
     infos = jax.lax.map(lambda batch: agent.update(batch)[1], batches)
     return jax.tree_util.tree_map(jnp.mean, infos)
-
-
-def chunk_key(seed: int, step: int) -> jax.Array:
-    """The sampling key for the chunk that starts at `step`: a pure function of (seed, step), so resumes are exact."""
-    return jax.random.fold_in(jax.random.PRNGKey(seed + 1_000_003), step)
-
-
-def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False):
-    """Success rate, return and displacement per transport budget, all budgets in one batched pass.
-
-    D4RL tasks also get `normalized_score`: D4RL's normalised score of the mean return.
-    """
-    results = evaluate(
-        functools.partial(make_env, task),
-        make_policy(agent, seed, budgets),
-        list(budgets),
-        episodes,
-        seed=seed,
-        envs=pool,
-        progress=progress,
-    )
-    reference = task_spec(task).d4rl_reference
-    if reference is not None:
-        for stats in results.values():
-            stats["normalized_score"] = d4rl_normalized_score(reference, stats["return"])
-    return results
-
-
-def eval_row(results: dict[int, dict[str, float]]) -> dict[str, float]:
-    row = {}
-    for budget, stats in results.items():
-        for name in ("success", "return", "normalized_score", "displacement", "length"):
-            if name in stats:
-                row[f"eval/budget_{budget}/{name}"] = stats[name]
-    return row
 
 
 def git_revision() -> str:
@@ -284,19 +155,6 @@ def write_run_info(run_dir: Path, settings: TrainSettings, config, dataset: Data
     atomic_write_text(run_dir / "config.json", json.dumps(info, indent=2))
 
 
-def settings_from_run(run_dir: Path) -> tuple[TrainSettings, Any, dict]:
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a vgf run directory")
-    info = json.loads(path.read_text())
-    values = dict(info["settings"])
-    values["eval_budgets"] = tuple(values["eval_budgets"])
-    values["loggers"] = tuple(values.get("loggers", ("csv",)))
-    values["run_dir"] = str(run_dir)  # where the run is now, which need not be where it was started
-    settings = TrainSettings(**values)
-    return settings, config_from_dict(settings.agent, info["agent_config"]), info
-
-
 def load_run(run_dir: Path, step: int | None = None):
     """(settings, agent, step) for an existing run directory: its newest checkpoint, or the one of `step`."""
     settings, config, info = settings_from_run(run_dir)
@@ -351,40 +209,6 @@ def check_resumable(run_dir: Path, settings: TrainSettings, config, newest_step:
             f"{run_dir} is in its online phase (step {newest_step}, after {previous.steps} offline steps); "
             f"its offline steps cannot change to {settings.steps}"
         )
-
-
-@jax.jit
-def all_finite(tree) -> jax.Array:
-    floats = [leaf for leaf in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
-    return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in floats]))
-
-
-def check_finite(info: dict[str, float], agent, step: int, boundary: int, kept: tuple[int, Path]) -> None:
-    bad = [f"{name}={value}" for name, value in info.items() if not math.isfinite(value)]
-    if bad or not all_finite(agent):
-        what = f"non-finite loss ({', '.join(bad)})" if bad else "a non-finite parameter"
-        raise TrainingDiverged(
-            f"training diverged at step {boundary}: {what} in updates {step + 1}-{boundary}; "
-            f"stopped, keeping the last good checkpoint (step {kept[0]}): {kept[1]}"
-        )
-
-
-@dataclasses.dataclass
-class SeedRun:
-    """One seed of a training call: its settings, run directory, metric log and newest checkpoint."""
-
-    settings: TrainSettings
-    logger: MetricsLogger | None = None
-    kept: tuple[int, Path] | None = None
-    last_eval: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.settings.run_dir)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
 
 
 def check_seed_group(group: list[TrainSettings]) -> None:
@@ -520,9 +344,7 @@ def train_held_seeds(
         check_dataset_matches(dataset, spec)
     scale = 1.0
     if settings.normalize_rewards:
-        from vgf.training.online import reward_scale
-
-        scale = reward_scale(dataset)
+        scale = dataset.return_range_scale()
         dataset = dataclasses.replace(dataset, rewards=(dataset.rewards * scale).astype(np.float32))
         if validation is not None:
             validation = dataclasses.replace(validation, rewards=(validation.rewards * scale).astype(np.float32))
@@ -600,8 +422,6 @@ def train_held_seeds(
             if progress is not None:
                 progress(step, settings.total_steps, mean_row(rows))
         if settings.online_steps and runs and not diverged:
-            from vgf.training.online import train_online
-
             agent = train_online(settings, config, runs[0], seed_slice(agents, 0), step, data, scale, pool, budgets, progress)
             agents = stack_seeds([agent])
     except TrainingInterrupted:  # the online phase saved its own checkpoint, with its replay buffer

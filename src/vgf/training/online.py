@@ -34,11 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from vgf.data import Dataset, DatasetError
 from vgf.envs import make_env
 from vgf.evaluation import EnvPool
 from vgf.training.checkpoint import atomic_write_bytes, list_checkpoints, save_checkpoint
-from vgf.training.offline import (
+from vgf.training.run import (
     REPLAY_MODES,
     SeedRun,
     TrainingInterrupted,
@@ -48,8 +47,6 @@ from vgf.training.offline import (
     eval_row,
     evaluate_agent,
 )
-
-RETURN_RANGE = 1000.0  # reward normalisation: dataset episode returns then span this range (the D4RL convention)
 
 
 class ReplayBuffer(flax.struct.PyTreeNode):
@@ -127,24 +124,6 @@ def train_chunk_online(agent, data, buffer: ReplayBuffer, key, num_updates: int,
 
     agent, infos = jax.lax.scan(body, agent, jax.random.split(key, num_updates))
     return agent, jax.tree_util.tree_map(jnp.mean, infos)
-
-
-def reward_scale(dataset: Dataset) -> float:
-    """The factor that makes the dataset's episode returns span `RETURN_RANGE`: 1000 / (max - min episode return).
-
-    Episodes are the spans ended by `dataset.terminals` (a last open span counts too). The same factor scales the
-    online rewards, so dataset and online transitions share one reward scale.
-    """
-    ends = np.flatnonzero(dataset.terminals)
-    starts = np.concatenate([[0], ends + 1])
-    returns = np.add.reduceat(dataset.rewards.astype(np.float64), starts[starts < dataset.size])
-    spread = float(returns.max() - returns.min())
-    if not spread > 0.0:
-        raise DatasetError(
-            f"{dataset.source}: reward normalisation needs episodes with different returns; "
-            f"all {len(returns)} episode(s) return {float(returns[0]):.6g}"
-        )
-    return RETURN_RANGE / spread
 
 
 def replay_path(checkpoint_dir: Path, step: int) -> Path:

@@ -17,7 +17,6 @@ import functools
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 # Rows per compiled call: small enough that padding a budget's last call wastes little, large enough that the
