@@ -34,7 +34,6 @@ from vgf.training.lock import hold_run_directories
 from vgf.training.online import train_online
 from vgf.training.run import (
     SeedRun,
-    settings_from_run,
     TrainingDiverged,
     TrainingInterrupted,
     TrainSettings,
@@ -42,6 +41,7 @@ from vgf.training.run import (
     chunk_key,
     eval_row,
     evaluate_agent,
+    settings_from_run,
 )
 from vgf.training.tracking import check_loggers, open_run_logger
 
