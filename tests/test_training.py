@@ -153,6 +153,20 @@ def test_validation_metrics_are_the_update_losses_on_held_out_batches_and_change
     assert set(metrics) >= {"critic_loss", "q_mean", "bc_flow_loss"}
 
 
+@pytest.mark.parametrize("agent_name", ["bc", "avgf", "rejection", "fql", "iql", "rebrac"])
+def test_every_agent_reports_held_out_metrics(agent_name):
+    from vgf.agents import get_agent, needs_next_actions
+    from vgf.training.offline import validation_batches, validation_metrics
+
+    dataset = make_bandit_dataset()
+    config = make_config(agent_name, "bandit")
+    agent = jax.jit(get_agent(agent_name).create, static_argnums=(0, 1, 2, 3))(config, dataset.obs_dim, dataset.action_dim, 0)
+    batches = validation_batches(dataset, 32, seed=0, next_actions=needs_next_actions(agent_name, config))
+    metrics = validation_metrics(agent, batches)
+    assert "bc_flow_loss" in metrics if agent_name == "bc" else "critic_loss" in metrics
+    assert all(np.isfinite(float(value)) for value in metrics.values())
+
+
 def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_path, capsys):
     run_dir = tmp_path / "run"
     train(TrainSettings(agent="vgf", run_dir=str(run_dir), steps=20, **BANDIT), dataset=make_bandit_dataset())
