@@ -8,20 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from vgf.data.d4rl import d4rl_to_dataset, is_antmaze, read_d4rl_arrays
-from vgf.data.dataset import DatasetError, _first_bad_row, check_finite, count_outside_action_box, enforce_action_box
+from vgf.data.dataset import DatasetError, check_array_set, count_outside_action_box, enforce_action_box
 from vgf.envs.ogbench_envs import OGBENCH_PLAY_DATASETS
 
 __all__ = ["check_file"]
 
 _NPZ_REQUIRED = ("observations", "actions", "terminals")
-_NPZ_FLOAT_KEYS = ("observations", "actions", "qpos", "qvel")
 _HDF5_SUFFIXES = (".hdf5", ".h5")
-
-
-def _check_numeric(path: Path, key: str, value: np.ndarray) -> None:
-    if not np.issubdtype(value.dtype, np.number) and value.dtype != np.bool_:
-        raise DatasetError(f"{path}: key '{key}' has non-numeric dtype {value.dtype}")
-    check_finite(str(path), key, value)
 
 
 def _check_action_box(path: Path, actions: np.ndarray, strict: bool) -> tuple[dict, np.ndarray]:
@@ -46,37 +39,18 @@ def _check_npz(path: Path, strict: bool) -> dict:
         raise DatasetError(f"{path}: cannot read as .npz ({exc})") from exc
     with archive:
         keys = sorted(archive.files)
-        missing = [key for key in _NPZ_REQUIRED if key not in keys]
-        if missing:
-            raise DatasetError(f"{path}: missing required key(s) {', '.join(repr(k) for k in missing)}; found keys: {keys}")
         try:
             arrays = {key: archive[key] for key in keys}
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise DatasetError(f"{path}: cannot read the arrays ({exc})") from exc
 
-    observations, actions, terminals = arrays["observations"], arrays["actions"], arrays["terminals"]
-    for key in ("observations", "actions"):
-        if arrays[key].ndim != 2:
-            raise DatasetError(f"{path}: key '{key}' must be 2-D [N, dim], got shape {list(arrays[key].shape)}")
-    if terminals.ndim != 1:
-        raise DatasetError(f"{path}: key 'terminals' must be 1-D [N], got shape {list(terminals.shape)}")
-    lengths = {key: int(value.shape[0]) for key, value in arrays.items() if value.ndim >= 1}
-    if len(set(lengths.values())) != 1:
-        listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
-        raise DatasetError(f"{path}: arrays have different lengths ({listing})")
-    rows = lengths["observations"]
-    if rows == 0:
-        raise DatasetError(f"{path}: dataset is empty (key 'observations' has shape {list(observations.shape)})")
-    for key in _NPZ_FLOAT_KEYS:
-        if key in arrays:
-            _check_numeric(path, key, arrays[key])
-    _check_numeric(path, "terminals", terminals)
-    flags = terminals.astype(np.float64)
-    bad = (flags != 0.0) & (flags != 1.0)
-    if bad.any():
-        index = _first_bad_row(bad)
-        raise DatasetError(f"{path}: key 'terminals' must be boolean (0/1); value {terminals[index]!r} at index {index}")
-    flags = flags.astype(bool)
+    numeric = tuple(key for key in keys if key not in _NPZ_REQUIRED
+                    and (np.issubdtype(arrays[key].dtype, np.number) or arrays[key].dtype == np.bool_))
+    checked = check_array_set(arrays, str(path), required=_NPZ_REQUIRED, optional=numeric,
+                              matrices=("observations", "actions"), vectors=("terminals",), flags=("terminals",),
+                              squeeze=False)  # OGBench's loader reads the file itself: [N, 1] terminals break it
+    observations, actions, flags = checked["observations"], checked["actions"], checked["terminals"].astype(bool)
+    rows = int(flags.shape[0])
     episodes = int(flags.sum())
     if episodes == 0:
         raise DatasetError(f"{path}: key 'terminals' has no True entry, so no episode ever ends ({rows} steps)")

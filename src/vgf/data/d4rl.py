@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vgf.data.dataset import RETURN_RANGE, Dataset, DatasetError, _first_bad_row, check_finite, enforce_action_box
+from vgf.data.dataset import RETURN_RANGE, Dataset, DatasetError, check_array_set, enforce_action_box
 
 __all__ = [
     "D4RL_REQUIRED_KEYS",
@@ -26,7 +26,6 @@ __all__ = [
 
 D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 _OPTIONAL_KEYS = ("timeouts", "next_observations")
-_FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
 
 # 'auto': the AntMaze shift for AntMaze data, rewards as stored otherwise. 'none': as stored.
 # 'antmaze': r - 1. 'locomotion': r * 1000 / (max episode return - min episode return).
@@ -64,39 +63,12 @@ def read_d4rl_arrays(path) -> dict[str, np.ndarray]:
                 raise DatasetError(f"{path}: key '{key}' is an HDF5 group, expected an array")
             arrays[key] = item[()]
 
-    for key, value in arrays.items():
-        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
-            raise DatasetError(f"{path}: key '{key}' has non-numeric dtype {value.dtype} (shape {list(value.shape)})")
-    for key in ("observations", "actions", "next_observations"):
-        if key in arrays and arrays[key].ndim != 2:
-            raise DatasetError(f"{path}: key '{key}' must be 2-D [N, dim], got shape {list(arrays[key].shape)}")
-    for key in ("rewards", "terminals", "timeouts"):
-        if key not in arrays:
-            continue
-        value = arrays[key]
-        if value.ndim == 2 and value.shape[1] == 1:
-            arrays[key] = value[:, 0]
-        elif value.ndim != 1:
-            raise DatasetError(f"{path}: key '{key}' must have shape [N] or [N, 1], got shape {list(value.shape)}")
-    lengths = {key: int(value.shape[0]) for key, value in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
-        raise DatasetError(f"{path}: arrays have different lengths ({listing})")
-    if lengths["observations"] == 0:
-        raise DatasetError(f"{path}: dataset is empty (key 'observations' has shape {list(arrays['observations'].shape)})")
-    for key in _FLOAT_KEYS:
-        if key in arrays:
-            check_finite(str(path), key, arrays[key])
+    arrays = check_array_set(arrays, str(path), required=D4RL_REQUIRED_KEYS, optional=_OPTIONAL_KEYS,
+                             matrices=("observations", "actions", "next_observations"),
+                             vectors=("rewards", "terminals", "timeouts"), flags=("terminals", "timeouts"))
     for key in ("terminals", "timeouts"):
         if key in arrays:
-            flags = np.asarray(arrays[key], dtype=np.float64)
-            bad = (flags != 0.0) & (flags != 1.0)
-            if bad.any():
-                index = _first_bad_row(bad)
-                raise DatasetError(
-                    f"{path}: key '{key}' must be boolean (0/1); first other value {flags[index]!r} at index {index}"
-                )
-            arrays[key] = flags.astype(bool)
+            arrays[key] = arrays[key].astype(bool)
     return arrays
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "Dataset",
     "DatasetError",
+    "check_array_set",
     "check_finite",
     "count_outside_action_box",
     "enforce_action_box",
@@ -74,6 +75,66 @@ def check_finite(source: str, key: str, value: np.ndarray) -> None:
         raise DatasetError(
             f"{source}: key '{key}' has {count} non-finite value(s) (NaN or inf); first at index {_first_bad_row(bad)}"
         )
+
+
+def check_array_set(
+    arrays: Mapping,
+    source: str,
+    *,
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    matrices: tuple[str, ...] = (),
+    vectors: tuple[str, ...] = (),
+    flags: tuple[str, ...] = (),
+    squeeze: bool = True,
+) -> dict[str, np.ndarray]:
+    """The arrays named in `required`, and those of `optional` that are present, checked alike for every source.
+
+    Every data path (in-memory arrays, OGBench .npz files, D4RL HDF5 files) checks its arrays here. The keys must
+    be present and numeric. `matrices` must be [N, dim]. `vectors` must be [N], or [N, 1] squeezed to [N] when
+    `squeeze`. All arrays must share one length with at least one row, float arrays must have no NaN or inf, and
+    `flags` must hold only 0/1. A `DatasetError` names the source, the key and its shape or first bad row.
+    """
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise DatasetError(
+            f"{source}: missing required key(s) {', '.join(repr(k) for k in missing)}; "
+            f"found keys: {sorted(str(k) for k in arrays.keys())}"
+        )
+    names = [*required, *(key for key in optional if key in arrays and arrays[key] is not None)]
+    checked = {key: _as_numeric(arrays[key], key, source) for key in names}
+    for key in matrices:
+        if key in checked and checked[key].ndim != 2:
+            raise DatasetError(f"{source}: key '{key}' must be 2-D [N, dim], got shape {_shape_str(checked[key])}")
+    for key in vectors:
+        if key not in checked or checked[key].ndim == 1:
+            continue
+        if squeeze and checked[key].ndim == 2 and checked[key].shape[1] == 1:
+            checked[key] = checked[key][:, 0]
+        else:
+            expected = "[N] or [N, 1]" if squeeze else "[N]"
+            raise DatasetError(f"{source}: key '{key}' must have shape {expected}, got shape {_shape_str(checked[key])}")
+    lengths = {key: int(value.shape[0]) for key, value in checked.items() if value.ndim >= 1}
+    if len(set(lengths.values())) > 1:
+        listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise DatasetError(f"{source}: arrays have different lengths ({listing})")
+    first = required[0]
+    if not lengths.get(first):
+        raise DatasetError(f"{source}: dataset is empty (key '{first}' has shape {_shape_str(checked[first])})")
+    for key, value in checked.items():
+        check_finite(source, key, value)
+    for key in flags:
+        if key not in checked:
+            continue
+        value = checked[key].astype(np.float64)
+        bad = (value != 0.0) & (value != 1.0)
+        if bad.any():
+            index = _first_bad_row(bad)
+            raise DatasetError(
+                f"{source}: key '{key}' must contain only 0/1 values; {int(bad.sum())} entries differ, "
+                f"first at index {index} (value {checked[key][index]!r})"
+            )
+    return checked
 
 
 def _bounds_str(low: np.ndarray, high: np.ndarray) -> str:
@@ -184,38 +245,8 @@ class Dataset:
         source = str(source)
         if not isinstance(arrays, Mapping):
             raise DatasetError(f"{source}: expected a mapping of arrays by name, got {type(arrays).__name__}")
-        missing = [key for key in REQUIRED_KEYS if key not in arrays]
-        if missing:
-            raise DatasetError(
-                f"{source}: missing required key(s) {', '.join(repr(k) for k in missing)}; "
-                f"found keys: {sorted(str(k) for k in arrays.keys())}"
-            )
-
-        raw = {key: _as_numeric(arrays[key], key, source) for key in REQUIRED_KEYS}
-        if "masks" in arrays and arrays["masks"] is not None:
-            raw["masks"] = _as_numeric(arrays["masks"], "masks", source)
-
-        for key in _MATRIX_KEYS:
-            if raw[key].ndim != 2:
-                raise DatasetError(
-                    f"{source}: key '{key}' must be 2-D [N, dim], got shape {_shape_str(raw[key])}"
-                )
-        for key in _VECTOR_KEYS:
-            if key not in raw:
-                continue
-            value = raw[key]
-            if value.ndim == 2 and value.shape[1] == 1:
-                raw[key] = value[:, 0]
-            elif value.ndim != 1:
-                raise DatasetError(f"{source}: key '{key}' must have shape [N] or [N, 1], got shape {_shape_str(value)}")
-
-        lengths = {key: int(value.shape[0]) for key, value in raw.items()}
-        if len(set(lengths.values())) != 1:
-            listing = ", ".join(f"{k}={n}" for k, n in lengths.items())
-            raise DatasetError(f"{source}: arrays have different lengths ({listing})")
-        size = lengths["observations"]
-        if size == 0:
-            raise DatasetError(f"{source}: dataset is empty (key 'observations' has shape {_shape_str(raw['observations'])})")
+        raw = check_array_set(arrays, source, required=REQUIRED_KEYS, optional=("masks",), matrices=_MATRIX_KEYS,
+                              vectors=_VECTOR_KEYS, flags=("terminals", "masks"))
         if raw["observations"].shape[1] != raw["next_observations"].shape[1]:
             raise DatasetError(
                 f"{source}: key 'observations' has shape {_shape_str(raw['observations'])} but 'next_observations' "
@@ -226,22 +257,10 @@ class Dataset:
                 raise DatasetError(f"{source}: key '{key}' has zero width (shape {_shape_str(raw[key])})")
 
         converted = {key: np.asarray(value, dtype=np.float32) for key, value in raw.items()}
-
         for key, value in converted.items():
-            check_finite(source, key, value)
-
-        for key in ("terminals", "masks"):
-            if key not in converted:
-                converted[key] = 1.0 - converted["terminals"]  # masks default: bootstrap unless terminal
-                continue
-            value = converted[key]
-            bad = (value != 0.0) & (value != 1.0)
-            if bad.any():
-                index = _first_bad_row(bad)
-                raise DatasetError(
-                    f"{source}: key '{key}' must contain only 0/1 values; {int(bad.sum())} entries differ, "
-                    f"first at index {index} (value {value[index]!r})"
-                )
+            check_finite(source, key, value)  # float32 overflow of finite float64 values
+        if "masks" not in converted:
+            converted["masks"] = 1.0 - converted["terminals"]  # masks default: bootstrap unless terminal
 
         converted["actions"] = enforce_action_box(converted["actions"], source, strict=strict, bounds=action_bounds)
 
