@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vgf.agents import get_agent
+from vgf.agents import config_from_dict, get_agent, typed_values
 from vgf.cli import main as vgf_main
 from vgf.cli import override
 from vgf.files import atomic_file, atomic_write_text
@@ -99,11 +99,9 @@ def read_runs(results_dir: Path) -> list[Run]:
 # ----------------------------------------------------------------------------------------------- evaluate
 
 
-def applied(overrides: list[str], config: dict) -> dict:
-    """The settings as `vgf eval` applies and names them: an int given for a float field is that float."""
-    changed = dict(override(item) for item in overrides)
-    return {name: float(value) if isinstance(config.get(name), float) and type(value) is int else value
-            for name, value in changed.items()}
+def applied(overrides: list[str], run: Run) -> dict:
+    """The settings as `vgf eval` applies and names them (`vgf.agents.typed_values`)."""
+    return typed_values(config_from_dict(run.agent, run.config), dict(override(item) for item in overrides))
 
 
 def evaluate(results_dir: Path, overrides: list[str]) -> int:
@@ -112,7 +110,7 @@ def evaluate(results_dir: Path, overrides: list[str]) -> int:
     for run in read_runs(results_dir):
         if not run.uses_budgets:
             continue
-        suffix = "".join(f"-{name}={value}" for name, value in applied(overrides, run.config).items())
+        suffix = "".join(f"-{name}={value}" for name, value in applied(overrides, run).items())
         for step, _ in list_checkpoints(run.path / "checkpoints"):
             if step == 0 or (step % run.eval_every and step != run.steps):
                 continue

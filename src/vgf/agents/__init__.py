@@ -89,14 +89,21 @@ def with_test_time_settings(agent_name: str, agent, settings: dict):
     if refused:
         choices = ", ".join(allowed) if allowed else "none: its actor is a trained network"
         raise ValueError(f"{refused}: not a test-time field of agent {agent_name!r}; test-time fields: {choices}")
-    settings = dict(settings)
+    return agent.replace(config=dataclasses.replace(agent.config, **typed_values(agent.config, settings)).validate())
+
+
+def typed_values(config, settings: dict) -> dict:
+    """`settings` with the types of `config`'s fields: an int given for a float field becomes that float (so
+    `vgf_lr=0` and `vgf_lr=0.0` are one setting); any other type mismatch is an error naming the field."""
+    typed = {}
     for name, value in settings.items():
-        current = getattr(agent.config, name)
+        current = getattr(config, name)
         if isinstance(current, float) and type(value) is int:
-            settings[name] = value = float(value)
+            value = float(value)
         if type(value) is not type(current):
             raise ValueError(f"{name} must be {type(current).__name__}, got {value!r}")
-    return agent.replace(config=dataclasses.replace(agent.config, **settings).validate())
+        typed[name] = value
+    return typed
 
 
 def config_from_dict(agent: str, values: dict):
@@ -125,5 +132,6 @@ __all__ = [
     "needs_next_actions",
     "task_dataset",
     "task_values",
+    "typed_values",
     "with_test_time_settings",
 ]
