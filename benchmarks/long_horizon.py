@@ -31,7 +31,7 @@ from vgf.agents import config_from_dict, get_agent, typed_values
 from vgf.cli import main as vgf_main
 from vgf.cli import override
 from vgf.files import atomic_file, atomic_write_text
-from vgf.training import list_checkpoints
+from vgf.training import eval_record_name, list_checkpoints
 
 HEALTH = ("train/critic_loss", "val/critic_loss", "train/q_mean", "val/q_mean")
 
@@ -86,8 +86,10 @@ def read_runs(results_dir: Path) -> list[Run]:
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
         run = Run(path, settings["agent"], settings["seed"], settings["steps"], settings["eval_every"],
                   tuple(settings["eval_budgets"]), settings["eval_episodes"], config, rows)
-        for record_path in sorted((path / "eval").glob("budgets_step*-*.json")):
+        for record_path in sorted((path / "eval").glob("budgets_step*.json")):
             record = json.loads(record_path.read_text())
+            if not record["test_time_settings"] or record["seed"] != run.seed:
+                continue  # the run's own settings are in its metrics; other evaluation seeds are not this study's
             setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
             run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
         runs.append(run)
@@ -110,11 +112,12 @@ def evaluate(results_dir: Path, overrides: list[str]) -> int:
     for run in read_runs(results_dir):
         if not run.uses_budgets:
             continue
-        suffix = "".join(f"-{name}={value}" for name, value in applied(overrides, run).items())
+        settings = applied(overrides, run)
+        suffix = "".join(f"-{name}={value}" for name, value in settings.items())
         for step, _ in list_checkpoints(run.path / "checkpoints"):
             if step == 0 or (step % run.eval_every and step != run.steps):
                 continue
-            if (run.path / "eval" / f"budgets_step{step}{suffix}.json").exists():
+            if (run.path / "eval" / eval_record_name(step, run.seed, settings)).exists():
                 continue
             argv = ["eval", str(run.path), "--step", str(step), "--vgf-steps", ",".join(map(str, run.budgets)),
                     "--episodes", str(run.episodes), "--seed", str(run.seed)]

@@ -26,14 +26,14 @@ def study():
 def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, capsys):
     results = tmp_path / "results"
     for agent in ("vgf", "bc"):
-        train(TrainSettings(agent=agent, task="bandit", preset="bandit", run_dir=str(results / f"{agent}-s0"),
-                            steps=20, eval_every=10, log_every=10, eval_episodes=20, eval_budgets=(0, 8),
+        train(TrainSettings(agent=agent, task="bandit", preset="bandit", run_dir=str(results / f"{agent}-s1"),
+                            seed=1, steps=20, eval_every=10, log_every=10, eval_episodes=20, eval_budgets=(0, 8),
                             keep_checkpoints=5), dataset=make_bandit_dataset())
     assert study.main(["evaluate", str(results), "--set", "vgf_lr=0"]) == 0
-    written = sorted(path.name for path in (results / "vgf-s0" / "eval").iterdir())
-    assert written == ["budgets_step10-vgf_lr=0.0.json", "budgets_step20-vgf_lr=0.0.json"]  # not step 0, not BC
-    record = json.loads((results / "vgf-s0" / "eval" / "budgets_step10-vgf_lr=0.0.json").read_text())
-    assert record["step"] == 10 and record["episodes"] == 20 and record["results"]["8"]["displacement"] == 0.0
+    written = sorted(path.name for path in (results / "vgf-s1" / "eval").iterdir())
+    assert written == ["budgets_step10-seed1-vgf_lr=0.0.json", "budgets_step20-seed1-vgf_lr=0.0.json"]  # not step 0, not BC
+    record = json.loads((results / "vgf-s1" / "eval" / "budgets_step10-seed1-vgf_lr=0.0.json").read_text())
+    assert record["seed"] == 1 and record["step"] == 10 and record["episodes"] == 20 and record["results"]["8"]["displacement"] == 0.0
     capsys.readouterr()
     assert study.main(["evaluate", str(results), "--set", "vgf_lr=0.0"]) == 0  # the same setting, spelt otherwise
     assert "0 evaluation(s) written" in capsys.readouterr().out
@@ -41,9 +41,9 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     out = tmp_path / "report"
     assert study.main(["report", str(results), str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "| vgf-s0 | 20 | 20 | 20 |" in text
+    assert "| vgf-s1 | 20 | 20 | 20 |" in text
     assert "## VGF: success over updates x budget, vgf_lr 0.0\n" in text
-    trained = [json.loads(line) for line in (results / "vgf-s0" / "metrics.jsonl").read_text().splitlines()]
+    trained = [json.loads(line) for line in (results / "vgf-s1" / "metrics.jsonl").read_text().splitlines()]
     at_20 = next(row for row in trained if row["step"] == 20)
     assert f"| 20 | {at_20['eval/budget_0/success']:.2f} | {at_20['eval/budget_8/success']:.2f} |" in text
     for figure in ("learning_curves.png", "budget_heatmap.png", "critic_health.png"):

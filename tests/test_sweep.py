@@ -197,6 +197,19 @@ def local_ray():
     ray.shutdown()
 
 
+def test_a_run_another_launch_holds_is_refused_without_a_record(local_ray, tmp_path):
+    from vgf.sweep import RunState, run_grid
+    from vgf.training.lock import hold_run_directory
+
+    results = tmp_path / "results"
+    spec = RunSpec(agent="bc", task="bandit", seed=0, **TINY)
+    with hold_run_directory(spec.run_dir(results)):
+        (status,) = run_grid([spec], results, retries=1)
+        assert (status.state, status.attempts) == (RunState.FAILED, 1)
+        assert "RunDirectoryInUse" in status.error and f"pid {os.getpid()}" in status.error
+        assert sorted(path.name for path in spec.run_dir(results).iterdir()) == ["run.lock"]
+
+
 def read_csv(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))

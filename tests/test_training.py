@@ -191,6 +191,9 @@ def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_pat
 
     assert main([*common, "--step", "0"]) == 0  # a kept earlier checkpoint, evaluated later
     assert json.loads((run_dir / "eval" / "budgets_step0.json").read_text())["step"] == 0
+    assert main([*common, "--step", "0", "--seed", "3"]) == 0  # another evaluation seed: a file of its own
+    assert json.loads((run_dir / "eval" / "budgets_step0-seed3.json").read_text())["seed"] == 3
+    assert json.loads((run_dir / "eval" / "budgets_step0.json").read_text())["seed"] == 0
     capsys.readouterr()
     assert main([*common, "--step", "5"]) == 2
     assert "no checkpoint of step 5 (kept steps: 0, 20)" in " ".join(capsys.readouterr().err.split())

@@ -6,7 +6,9 @@ and to every worker (a shared file system on a cluster). Finished runs are skipp
 their checkpoint (`train` resumes an existing run directory), and a failed run is submitted again up to `retries`
 times; its errors and tracebacks go to `failure.json` in its run directory, and the other runs go on. A worker that
 dies (the OOM killer, a lost node, preemption) is such a failure: the retry resumes from the run's last checkpoint,
-which the run directory's lock (`vgf.training.lock`, released by the kernel with the dead process) lets it take.
+which the run directory's lock (`vgf.training.lock`, released by the kernel with the dead process) lets it take. A run
+whose directory another live launch holds fails at once with that launch's pid in its error, and nothing is written
+into the directory, which belongs to the other launch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import ray
 from vgf.agents import config_from_dict, make_config
 from vgf.sweep.grid import Resources, RunSpec
 from vgf.training.checkpoint import atomic_write_text, list_checkpoints
+from vgf.training.lock import RunDirectoryInUse
 
 FAILURE_FILE = "failure.json"
 _POLL_SECONDS = 0.5
@@ -222,6 +225,9 @@ def run_grid(
                         ray.get(ref)
                     except ray.exceptions.RayError as error:
                         status.error, traceback = _describe(error)
+                        if isinstance(getattr(error, "cause", None), RunDirectoryInUse):
+                            status.state = RunState.FAILED  # another launch trains it: nothing of that run is ours to record
+                            continue
                         try:
                             _record_failure(status.spec.run_dir(results_dir), status.attempts, status.error, traceback)
                         except OSError as unrecorded:  # a full disk must not stop the other runs

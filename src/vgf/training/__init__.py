@@ -6,7 +6,7 @@ from vgf.training.logger import MetricsLogger
 from vgf.training.offline import load_run, settings_from_run, train, train_chunk
 from vgf.training.online import ReplayBuffer, sample_batch, train_chunk_online, train_online
 from vgf.training.policy import make_policy
-from vgf.training.run import TrainingDiverged, TrainingInterrupted, TrainSettings, evaluate_agent
+from vgf.training.run import TrainingDiverged, TrainingInterrupted, TrainSettings, eval_record_name, evaluate_agent
 
 __all__ = [
     "MetricsLogger",
@@ -15,6 +15,7 @@ __all__ = [
     "TrainSettings",
     "TrainingDiverged",
     "TrainingInterrupted",
+    "eval_record_name",
     "evaluate_agent",
     "list_checkpoints",
     "load_checkpoint",

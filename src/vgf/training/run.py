@@ -174,6 +174,13 @@ def chunk_key(seed: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed + 1_000_003), step)
 
 
+def eval_record_name(step: int, seed: int, settings: dict[str, Any]) -> str:
+    """The file name of a `vgf eval` record: the checkpoint step, the evaluation seed where it is not 0, then each
+    changed test-time setting as applied, so that an evaluation with another seed or setting never overwrites one."""
+    seed_part = f"-seed{seed}" if seed else ""
+    return f"budgets_step{step}{seed_part}" + "".join(f"-{name}={value}" for name, value in settings.items()) + ".json"
+
+
 def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False):
     """Success rate, return and displacement per transport budget, all budgets in one batched pass.
 
