@@ -342,10 +342,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from vgf.demo import run_demo
+    from vgf.demo import DEMO_SIZES, run_demo
 
     began = time.perf_counter()
-    summary = run_demo(Path(args.out), args.quick, args.seed, lambda text: console.print(f"[dim]{text}[/dim]"))
+    size = DEMO_SIZES["quick" if args.quick else "full"]
+    summary = run_demo(Path(args.out), size, args.seed, lambda text: console.print(f"[dim]{text}[/dim]"))
     bandit = summary["bandit"]
     table = Table(title="Part A: contextual bandit (known answer: best in-support action has reward 1.0)")
     for column in ("agent", "budget", "mean reward", "success (within 0.15 of best)", "distance to best", "displacement"):

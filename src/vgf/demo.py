@@ -10,6 +10,7 @@ output says so and reports what each budget gives.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -28,6 +29,17 @@ from vgf.training import TrainSettings, load_run, make_policy, train
 BANDIT_BUDGETS = (0, 1, 2, 4, 8, 16)
 OGBENCH_TASK = "cube-single-play-singletask-task1"
 OGBENCH_BUDGETS = (0, 1, 2, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSize:
+    bandit_steps: int  # updates of each bandit agent
+    ogbench_episodes: int  # episodes of the generated cube-single-play dataset
+    ogbench_steps: int  # VGF updates on it
+    eval_episodes: int  # OGBench evaluation episodes per budget
+
+
+DEMO_SIZES = {"full": DemoSize(10000, 10, 600, 10), "quick": DemoSize(2000, 2, 20, 2)}
 
 
 def bandit_rows(agent, label: str, budgets, episodes: int, seed: int) -> list[dict]:
@@ -145,16 +157,9 @@ def run_ogbench(out: Path, episodes: int, steps: int, eval_episodes: int, seed: 
     return {"results": results, "run_dir": str(run_dir), "plot": str(plot), "steps": steps, "eval_episodes": eval_episodes}
 
 
-def run_demo(out: Path, quick: bool, seed: int, say: Callable[[str], None]) -> dict:
+def run_demo(out: Path, size: DemoSize, seed: int, say: Callable[[str], None]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"bandit": run_bandit(out, 2000 if quick else 10000, seed, say)}
-    summary["ogbench"] = run_ogbench(
-        out,
-        episodes=2 if quick else 10,
-        steps=20 if quick else 600,
-        eval_episodes=2 if quick else 10,
-        seed=seed,
-        say=say,
-    )
+    summary = {"bandit": run_bandit(out, size.bandit_steps, seed, say)}
+    summary["ogbench"] = run_ogbench(out, size.ogbench_episodes, size.ogbench_steps, size.eval_episodes, seed, say)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
