@@ -1,9 +1,10 @@
 """Success against the transport budget (steps x step size) for one trained run evaluated at several step sizes.
 
 Reads the `eval/budgets_step<N>*.json` files that `vgf eval RUN --set vgf_lr=...` writes (the file without a
-setting is the run's own `vgf_lr`), plots one line per step size and prints the numbers as a table.
+setting is the run's own `vgf_lr`), plots one line per step size and prints the numbers as a table. Only the records
+of one evaluation seed are read (`--seed`, default 0, as `vgf eval`'s).
 
-    python benchmarks/transport_step_size.py OUT.png RUN_DIR
+    python benchmarks/transport_step_size.py OUT.png RUN_DIR [--seed S]
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def evaluations(run_dir: Path) -> dict[float, dict]:
-    """vgf_lr -> that evaluation's record, for the newest evaluated step; other changed settings are skipped."""
+def evaluations(run_dir: Path, seed: int) -> dict[float, dict]:
+    """vgf_lr -> that evaluation's record, for the newest evaluated step of evaluation seed `seed`; other changed
+    settings are skipped."""
     trained_lr = json.loads((run_dir / "config.json").read_text())["agent_config"]["vgf_lr"]
     records = [json.loads(path.read_text()) for path in sorted((run_dir / "eval").glob("budgets_step*.json"))]
+    records = [record for record in records if record["seed"] == seed]
     if not records:
-        raise ValueError(f"{run_dir / 'eval'} has no budgets_step*.json: run `vgf eval {run_dir} --set vgf_lr=...` first")
+        raise ValueError(f"{run_dir / 'eval'} has no budgets_step*.json of seed {seed}: run "
+                         f"`vgf eval {run_dir} --seed {seed} --set vgf_lr=...` first")
     newest = max(record["step"] for record in records)
     by_lr = {}
     for record in records:
@@ -36,9 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("run_dir")
+    parser.add_argument("--seed", type=int, default=0, help="the evaluation seed whose records are read")
     args = parser.parse_args()
     run_dir = Path(args.run_dir)
-    by_lr = evaluations(run_dir)
+    by_lr = evaluations(run_dir, args.seed)
     figure = Figure(figsize=(7, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
