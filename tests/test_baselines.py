@@ -266,8 +266,9 @@ def test_per_environment_values_of_the_fql_paper():
     assert (iql_humanoid.awr_alpha, iql_humanoid.discount, iql_humanoid.hidden_dims) == (10.0, 0.995, (256, 256, 256))
     rebrac = config("rebrac", "cube-single-play-singletask-task1", "cpu-small")
     assert (rebrac.alpha_actor, rebrac.alpha_critic, rebrac.hidden_dims) == (1.0, 1.0, (256, 256, 256))
+    assert config("iql", puzzle, "cpu-small").awr_alpha == config("iql", "scene-play-singletask-task1").awr_alpha == 10.0
     # A dataset whose values are not sourced keeps the preset's.
-    assert config("iql", puzzle, "cpu-small") == make_config("iql", "cpu-small")
+    assert config("iql", "cube-double-play-singletask-task1", "cpu-small") == make_config("iql", "cpu-small")
     # The user's overrides win over the environment's values.
     assert config("rebrac", "cube-single-play-singletask-task1", "paper", {"alpha_critic": 0.0}).alpha_critic == 0.0
     # Tasks without values (another dataset, the bandit, D4RL) and the bandit preset keep the preset's own.

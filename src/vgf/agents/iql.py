@@ -75,10 +75,15 @@ PRESETS: dict[str, IQLConfig] = {
 
 # Presets that take the values of TASK_VALUES on those tasks (`vgf.agents.make_config(..., task=...)`).
 TASK_PRESETS: tuple[str, ...] = ("paper", "cpu-small")
-# Per-dataset AWR temperature, by OGBench dataset name, only where a command line from the FQL authors states it;
-# the other datasets keep the preset's value until the FQL paper's table (arXiv:2502.02538, appendix) is checked.
+# Per-dataset AWR temperature, by OGBench dataset name, only where a command line from the FQL authors or a repository
+# that reuses their numbers states it; the other datasets keep the preset's value until the FQL paper's table
+# (arXiv:2502.02538, appendix) is checked.
 TASK_VALUES: dict[str, dict[str, Any]] = {
     "cube-single-play": {"awr_alpha": 1.0},  # InFOM repository README (same group), state-based cube-single: alpha 1
+    # Value Flows README (it reuses the FQL paper's baseline numbers) runs IQL on visual puzzle-3x3 and visual scene
+    # with alpha 10, which is also the FQL repository's default, what its main.py trains with when no flag is given.
+    "puzzle-3x3-play": {"awr_alpha": 10.0},
+    "scene-play": {"awr_alpha": 10.0},
     # FQL README (IQL on humanoidmaze-medium): --agent.discount=0.995 --agent.alpha=10
     "humanoidmaze-medium-navigate": {"awr_alpha": 10.0, "discount": 0.995},
 }
