@@ -370,7 +370,7 @@ def train_held_seeds(
     if next_actions:
         data["next_actions"] = jnp.asarray(dataset.next_actions())
     held_out = {run.settings.seed: validation_batches(validation, config.batch_size, run.settings.seed, next_actions)
-                for run in runs} if validation is not None and validation.size else {}
+                for run in runs} if validation is not None else {}
     budgets = settings.eval_budgets if get_agent(settings.agent).USES_BUDGETS else (0,)
     diverged: list[str] = []
     step = start
