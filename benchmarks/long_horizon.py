@@ -31,7 +31,7 @@ from vgf.agents import config_from_dict, get_agent, typed_values
 from vgf.cli import main as vgf_main
 from vgf.cli import override
 from vgf.files import atomic_file, atomic_write_text
-from vgf.training import eval_record_name, list_checkpoints
+from vgf.training import eval_record_name, list_checkpoints, settings_suffix
 
 HEALTH = ("train/critic_loss", "val/critic_loss", "train/q_mean", "val/q_mean")
 
@@ -113,7 +113,7 @@ def evaluate(results_dir: Path, overrides: list[str]) -> int:
         if not run.uses_budgets:
             continue
         settings = applied(overrides, run)
-        suffix = "".join(f"-{name}={value}" for name, value in settings.items())
+        suffix = settings_suffix(settings)
         for step, _ in list_checkpoints(run.path / "checkpoints"):
             if step == 0 or (step % run.eval_every and step != run.steps):
                 continue

@@ -33,7 +33,8 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     written = sorted(path.name for path in (results / "vgf-s1" / "eval").iterdir())
     assert written == ["budgets_step10-seed1-vgf_lr=0.0.json", "budgets_step20-seed1-vgf_lr=0.0.json"]  # not step 0, not BC
     record = json.loads((results / "vgf-s1" / "eval" / "budgets_step10-seed1-vgf_lr=0.0.json").read_text())
-    assert record["seed"] == 1 and record["step"] == 10 and record["episodes"] == 20 and record["results"]["8"]["displacement"] == 0.0
+    assert (record["seed"], record["step"], record["episodes"]) == (1, 10, 20)
+    assert record["results"]["8"]["displacement"] == 0.0
     capsys.readouterr()
     assert study.main(["evaluate", str(results), "--set", "vgf_lr=0.0"]) == 0  # the same setting, spelt otherwise
     assert "0 evaluation(s) written" in capsys.readouterr().out

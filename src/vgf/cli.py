@@ -313,7 +313,7 @@ def cmd_eval(args) -> int:
     from vgf.envs import make_env, task_spec
     from vgf.evaluation import EnvPool, env_workers, plot_budget_curve
     from vgf.files import atomic_write_text
-    from vgf.training import eval_record_name, evaluate_agent, load_run
+    from vgf.training import eval_record_name, evaluate_agent, load_run, settings_suffix
 
     if min(args.vgf_steps) < 0 or args.episodes <= 0:
         raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")
@@ -330,7 +330,7 @@ def cmd_eval(args) -> int:
     elapsed = time.perf_counter() - began
     out_dir = Path(args.run_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(f"-{name}={value}" for name, value in changed.items())  # a changed setting never overwrites the default's plot
+    suffix = settings_suffix(changed)  # a changed setting never overwrites the default's plot
     record = {"step": step, "episodes": args.episodes, "seed": args.seed, "seconds": elapsed, "test_time_settings": changed, "results": {str(b): r for b, r in results.items()}}
     out_file = out_dir / eval_record_name(step, args.seed, changed)
     atomic_write_text(out_file, json.dumps(record, indent=2))

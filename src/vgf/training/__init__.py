@@ -6,7 +6,7 @@ from vgf.training.logger import MetricsLogger
 from vgf.training.offline import load_run, settings_from_run, train, train_chunk
 from vgf.training.online import ReplayBuffer, sample_batch, train_chunk_online, train_online
 from vgf.training.policy import make_policy
-from vgf.training.run import TrainingDiverged, TrainingInterrupted, TrainSettings, eval_record_name, evaluate_agent
+from vgf.training.run import TrainingDiverged, TrainingInterrupted, TrainSettings, eval_record_name, evaluate_agent, settings_suffix
 
 __all__ = [
     "MetricsLogger",
@@ -25,6 +25,7 @@ __all__ = [
     "sample_batch",
     "save_checkpoint",
     "settings_from_run",
+    "settings_suffix",
     "train",
     "train_chunk",
     "train_chunk_online",

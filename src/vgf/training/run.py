@@ -174,11 +174,16 @@ def chunk_key(seed: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed + 1_000_003), step)
 
 
+def settings_suffix(settings: dict[str, Any]) -> str:
+    """`-name=value` for each changed test-time setting as applied: what tells its files from the default's."""
+    return "".join(f"-{name}={value}" for name, value in settings.items())
+
+
 def eval_record_name(step: int, seed: int, settings: dict[str, Any]) -> str:
-    """The file name of a `vgf eval` record: the checkpoint step, the evaluation seed where it is not 0, then each
-    changed test-time setting as applied, so that an evaluation with another seed or setting never overwrites one."""
+    """The file name of a `vgf eval` record: the checkpoint step, the evaluation seed where it is not 0, then the
+    changed test-time settings, so that an evaluation with another seed or setting never overwrites one."""
     seed_part = f"-seed{seed}" if seed else ""
-    return f"budgets_step{step}{seed_part}" + "".join(f"-{name}={value}" for name, value in settings.items()) + ".json"
+    return f"budgets_step{step}{seed_part}{settings_suffix(settings)}.json"
 
 
 def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False):
