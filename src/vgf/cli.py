@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -554,10 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     from vgf.data import DatasetError
     from vgf.files import WriteFailed
-    from vgf.training import RunDirectoryInUse, TrainingDiverged
+    from vgf.training import RunDirectoryInUse, TrainingDiverged, interrupted_by
 
     try:
-        return handlers[args.command](args)
+        with interrupted_by(signal.SIGTERM):  # `kill` stops a command as Ctrl-C does: runs checkpoint their last logged step
+            return handlers[args.command](args)
     except (ValueError, FileNotFoundError, DatasetError, TrainingDiverged, RunDirectoryInUse) as error:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         return 3 if isinstance(error, TrainingDiverged) else 2

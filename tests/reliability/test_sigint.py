@@ -1,4 +1,5 @@
-"""Ctrl-C: a checkpoint of the last logged step, exit code 130, the resume command; resuming completes the same run."""
+"""Ctrl-C or SIGTERM (`kill`): a checkpoint of the last logged step, exit code 130, the resume command; resuming completes
+the same run."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from vgf.training import list_checkpoints
 
 
 @pytest.mark.slow
-def test_sigint_checkpoints_prints_resume_command_and_resume_matches_uninterrupted_run(cli, reference_run, assert_same_as_reference, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_checkpoints_prints_resume_command_and_resume_matches_uninterrupted_run(
+    signum, cli, reference_run, assert_same_as_reference, tmp_path
+):
     run_dir = tmp_path / "run"
     process = cli.start(train_args(run_dir))
     wait_for_step(process, run_dir, STEPS // 2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     code, out, err = cli.finish(process)
 
     assert code == 130, out + err

@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,6 +36,10 @@ from vgf.training.lock import RunDirectoryInUse
 FAILURE_FILE = "failure.json"
 _POLL_SECONDS = 0.5
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class RunStopped(RuntimeError):
+    """A run's worker was stopped by a signal after checkpointing its last logged step."""
 
 
 class RunState(str, enum.Enum):
@@ -121,15 +127,23 @@ class ProgressBoard:
 
 
 def train_run(spec: RunSpec, results_dir: str, board, attempt: int) -> str:
-    """The Ray task: train (or resume) one run, reporting its progress to `board`."""
-    from vgf.training import train
+    """The Ray task: train (or resume) one run, reporting its progress to `board`.
+
+    SIGINT and SIGTERM checkpoint the last logged step. SIGINT is how `ray.cancel` stops a task (the driver's Ctrl-C
+    or `kill`): a worker started from a shell's background job would inherit it ignored. SIGTERM replaces Ray's exit
+    while the run trains, so that a worker told to stop keeps its updates; the attempt fails and its retry resumes."""
+    from vgf.training import TrainingInterrupted, interrupted_by, train
 
     board.report.remote(spec.name, attempt, 0)
-    train(
-        spec.train_settings(results_dir),
-        progress=lambda step, _total, _row: board.report.remote(spec.name, attempt, step),
-        on_start=lambda step: board.report.remote(spec.name, attempt, step, resumed_from=step),
-    )
+    try:
+        with interrupted_by(signal.SIGINT, signal.SIGTERM):
+            train(
+                spec.train_settings(results_dir),
+                progress=lambda step, _total, _row: board.report.remote(spec.name, attempt, step),
+                on_start=lambda step: board.report.remote(spec.name, attempt, step, resumed_from=step),
+            )
+    except TrainingInterrupted as interrupted:  # Ray would report a bare TaskCancelledError
+        raise RunStopped(f"stopped by a signal; checkpoint saved at step {interrupted.step}") from None
     return spec.name
 
 
@@ -137,16 +151,20 @@ def train_run(spec: RunSpec, results_dir: str, board, attempt: int) -> str:
 def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
     """Connect to `address`, or start a local Ray instance with `num_cpus` (default: all cores) and stop it after.
 
-    An already initialised Ray (a test fixture, a notebook) is used as it is and left running.
+    An already initialised Ray (a test fixture, a notebook) is used as it is and left running. The caller's SIGTERM
+    handler outlives `ray.init`, which replaces it with an exit that would skip the runs' checkpoints.
     """
     if ray.is_initialized():
         yield
         return
     common = dict(log_to_driver=False, logging_level=logging.WARNING)  # worker output would tear the live display
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, **common)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
+    if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     finally:

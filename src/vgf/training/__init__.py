@@ -6,7 +6,15 @@ from vgf.training.logger import MetricsLogger
 from vgf.training.offline import load_run, settings_from_run, train, train_chunk
 from vgf.training.online import ReplayBuffer, sample_batch, train_chunk_online, train_online
 from vgf.training.policy import make_policy
-from vgf.training.run import TrainingDiverged, TrainingInterrupted, TrainSettings, eval_record_name, evaluate_agent, settings_suffix
+from vgf.training.run import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainSettings,
+    eval_record_name,
+    evaluate_agent,
+    interrupted_by,
+    settings_suffix,
+)
 
 __all__ = [
     "MetricsLogger",
@@ -17,6 +25,7 @@ __all__ = [
     "TrainingInterrupted",
     "eval_record_name",
     "evaluate_agent",
+    "interrupted_by",
     "list_checkpoints",
     "load_checkpoint",
     "load_latest_checkpoint",

@@ -4,12 +4,15 @@ and the divergence guard."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import re
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,26 @@ class TrainingInterrupted(KeyboardInterrupt):
         again = "" if len(run_dirs) == 1 else " (or run the same --seeds command again)"
         super().__init__(f"interrupted; checkpoint saved at step {step}. Resume with: {resume}{again}")
         self.run_dirs, self.step = run_dirs, step
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupted_by(*signals: signal.Signals) -> Iterator[None]:
+    """Within: each of `signals` raises KeyboardInterrupt as Ctrl-C does, so training checkpoints its last logged step
+    before it stops. SIGTERM is what `kill`, a scheduler or a machine shutting down sends. The previous handlers are
+    back after. Signal handlers run in the main thread only: elsewhere this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _interrupt) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 REPLAY_MODES = ("dataset", "rlpd", "online")  # how online training batches mix dataset and online data
