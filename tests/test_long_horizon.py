@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vgf.data import make_bandit_dataset
-from vgf.training import TrainSettings, train
+from vgf.training import TrainSettings, list_checkpoints, train
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "long_horizon.py"
 
@@ -25,10 +25,11 @@ def study():
 
 def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, capsys):
     results = tmp_path / "results"
-    for agent in ("vgf", "bc"):
+    for agent in ("vgf", "bc"):  # the study's checkpointing: often for resuming, the evaluation steps kept
         train(TrainSettings(agent=agent, task="bandit", preset="bandit", run_dir=str(results / f"{agent}-s1"),
-                            seed=1, steps=20, eval_every=10, log_every=10, eval_episodes=20, eval_budgets=(0, 8),
-                            keep_checkpoints=5), dataset=make_bandit_dataset())
+                            seed=1, steps=20, eval_every=10, log_every=5, eval_episodes=20, eval_budgets=(0, 8),
+                            checkpoint_every=5, keep_checkpoints=1, keep_every=10), dataset=make_bandit_dataset())
+    assert [step for step, _ in list_checkpoints(results / "vgf-s1" / "checkpoints")] == [0, 10, 20]
     assert study.main(["evaluate", str(results), "--set", "vgf_lr=0"]) == 0
     written = sorted(path.name for path in (results / "vgf-s1" / "eval").iterdir())
     assert written == ["budgets_step10-seed1-vgf_lr=0.0.json", "budgets_step20-seed1-vgf_lr=0.0.json"]  # not step 0, not BC

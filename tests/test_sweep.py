@@ -78,6 +78,8 @@ def test_run_names_are_file_safe():
         (minimal(resources={"cpus": 0}), "resources: cpus must be > 0"),
         (minimal(retries=-1), "retries: expected a non-negative integer"),
         (minimal(keep_checkpoints=0), "keep_checkpoints: expected a positive integer"),
+        (minimal(keep_every=0), "keep_every: expected a positive integer"),
+        (minimal(checkpoint_every="10"), "checkpoint_every: expected a positive integer"),
         (minimal(step=10), "unknown key(s) ['step']"),
         ({"agents": ["vgf"], "tasks": ["bandit"]}, "missing key(s) ['seeds', 'steps']"),
         (["vgf"], "expected a mapping"),
@@ -107,9 +109,11 @@ def test_yaml_lists_become_config_tuples(tmp_path):
 
 def test_kept_checkpoints_reach_every_run(tmp_path):
     path = tmp_path / "study.yaml"
-    path.write_text("agents: [vgf, bc]\ntasks: [bandit]\nseeds: [0]\nsteps: 10\npreset: bandit\nkeep_checkpoints: 11\n")
+    path.write_text("agents: [vgf, bc]\ntasks: [bandit]\nseeds: [0]\nsteps: 10\npreset: bandit\nkeep_checkpoints: 11\n"
+                    "checkpoint_every: 2\nkeep_every: 5\n")
     specs = load_sweep(path).grid.runs()
-    assert [spec.train_settings(tmp_path).keep_checkpoints for spec in specs] == [11, 11]
+    settings = [spec.train_settings(tmp_path) for spec in specs]
+    assert [(s.keep_checkpoints, s.checkpoint_every, s.keep_every) for s in settings] == [(11, 2, 5), (11, 2, 5)]
     assert RunSpec(agent="bc", task="bandit", seed=0, preset="bandit", steps=10).train_settings(tmp_path).keep_checkpoints == 3
 
 
@@ -118,6 +122,8 @@ def test_bench_errors_name_the_flag(capsys):
     assert "--agents: unknown agent 'dqn'" in capsys.readouterr().err
     assert main(["bench", "--agents", "vgf", *BENCH_FLAGS, "--keep-checkpoints", "0"]) == 2
     assert "--keep-checkpoints: keep_checkpoints must be >= 1, got 0" in " ".join(capsys.readouterr().err.split())
+    assert main(["bench", "--agents", "vgf", *BENCH_FLAGS, "--keep-every", "-5"]) == 2
+    assert "--keep-every: keep_every must be > 0, got -5" in " ".join(capsys.readouterr().err.split())
 
 
 def test_display_lists_runs_by_state():

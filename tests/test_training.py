@@ -310,6 +310,7 @@ def test_dataset_task_mismatch_is_refused_with_both_shapes(tmp_path):
         ({"log_every": -5}, "log_every"),
         ({"eval_episodes": 0}, "eval_episodes"),
         ({"keep_checkpoints": 0}, "keep_checkpoints"),
+        ({"keep_every": 0}, "keep_every must be > 0"),
     ],
 )
 def test_train_settings_validation(tmp_path, changes, words):

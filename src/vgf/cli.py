@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--strict", action="store_true", help="refuse dataset actions outside the action box (default: clip with a warning)")
     tr.add_argument("--keep-checkpoints", type=int, default=3, help="the newest K checkpoints are kept")
     tr.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default: --eval-every)")
+    tr.add_argument("--keep-every", type=int, help="also keep every checkpoint whose step is a multiple of N (e.g. the evaluation steps)")
     tr.add_argument("--set", dest="overrides", type=override, action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. --set vgf_alpha=0.2")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint (so does an existing --run-dir)")
     tr.add_argument("--online-steps", type=int, help="env steps of online training after the offline updates (default 0; with --resume: the run's own)")
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--gpus-per-run", type=float, default=0.0)
     bench.add_argument("--retries", type=int, default=1, help="times a failed run is tried again")
     bench.add_argument("--keep-checkpoints", type=int, default=3, help="the newest K checkpoints of each run are kept")
+    bench.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default: --eval-every)")
+    bench.add_argument("--keep-every", type=int, help="also keep every checkpoint whose step is a multiple of N (e.g. the evaluation steps)")
     add_logger_argument(bench)
     add_cluster_arguments(bench)
 
@@ -262,6 +265,7 @@ def cmd_train(args) -> int:
             eval_workers=args.eval_workers,
             keep_checkpoints=args.keep_checkpoints,
             checkpoint_every=args.checkpoint_every,
+            keep_every=args.keep_every,
             strict=args.strict,
             overrides=dict(args.overrides),
             online_steps=args.online_steps or 0,
@@ -510,8 +514,10 @@ def cmd_bench(args) -> int:
         overrides=dict(args.overrides),
         loggers=args.logger or ("csv",),
         keep_checkpoints=args.keep_checkpoints,
+        checkpoint_every=args.checkpoint_every,
+        keep_every=args.keep_every,
     )
-    flags = {"agents": "--agents", "tasks": "--tasks", "seeds": "--seeds", "steps": "--steps", "preset": "--preset", "set": "--set", "eval": "--eval-*", "resources": "--cpus-per-run/--gpus-per-run", "loggers": "--logger", "keep_checkpoints": "--keep-checkpoints"}
+    flags = {"agents": "--agents", "tasks": "--tasks", "seeds": "--seeds", "steps": "--steps", "preset": "--preset", "set": "--set", "eval": "--eval-*", "resources": "--cpus-per-run/--gpus-per-run", "loggers": "--logger", "keep_checkpoints": "--keep-checkpoints", "checkpoint_every": "--checkpoint-every", "keep_every": "--keep-every"}
     try:
         specs = grid.runs()
         resources = Resources(args.cpus_per_run, args.gpus_per_run)

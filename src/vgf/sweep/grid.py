@@ -43,6 +43,8 @@ class RunSpec:
     data_dir: str = "data"
     loggers: tuple[str, ...] = ("csv",)
     keep_checkpoints: int = 3  # the newest K kept; a study that re-evaluates every checkpoint keeps them all
+    checkpoint_every: int | None = None  # None: at every evaluation
+    keep_every: int | None = None  # checkpoints at multiples of it are kept besides the newest K
 
     @property
     def name(self) -> str:
@@ -68,6 +70,8 @@ class RunSpec:
             overrides=dict(self.overrides),
             loggers=self.loggers,
             keep_checkpoints=self.keep_checkpoints,
+            checkpoint_every=self.checkpoint_every,
+            keep_every=self.keep_every,
             group=Path(results_dir).resolve().name,  # the runs of one results directory form one W&B group
         )
 
@@ -107,6 +111,8 @@ class Grid:
     hyperparameters: dict[str, tuple] = dataclasses.field(default_factory=dict)
     loggers: tuple[str, ...] = ("csv",)  # where each run's metric rows go (vgf.training.tracking)
     keep_checkpoints: int = 3
+    checkpoint_every: int | None = None
+    keep_every: int | None = None
 
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, each validated (agent, preset, task, config values, evaluation settings, loggers)."""
@@ -204,11 +210,13 @@ class Grid:
                     data_dir=self.data_dir,
                     loggers=parse_loggers(self.loggers),
                     keep_checkpoints=self.keep_checkpoints,
+                    checkpoint_every=self.checkpoint_every,
+                    keep_every=self.keep_every,
                 )
                 try:
                     spec.train_settings(".").validate()
                 except ValueError as error:
-                    key = "keep_checkpoints" if "keep_checkpoints" in str(error) else "eval"
+                    key = next((key for key in CHECKPOINT_KEYS if key in str(error)), "eval")
                     raise GridError(f"{key}: {error}") from None
                 specs.append(spec)
         return specs
@@ -249,8 +257,11 @@ SWEEP_KEYS = {
     "hyperparameters": "mapping of config field -> list of values; every combination is a run",
     "resources": "mapping with cpus and gpus per run",
     "keep_checkpoints": "the newest K checkpoints of each run are kept (default 3)",
+    "checkpoint_every": "updates between checkpoints (default: eval.every)",
+    "keep_every": "checkpoints whose step is a multiple of it are kept besides the newest keep_checkpoints",
     "retries": "times a failed run is tried again (default 1)",
 }
+CHECKPOINT_KEYS = ("keep_checkpoints", "checkpoint_every", "keep_every")
 _EVAL_KEYS = ("every", "episodes", "budgets")
 _RESOURCE_KEYS = ("cpus", "gpus")
 
@@ -333,6 +344,9 @@ def _parse_sweep(raw: Any, base_name: str) -> SweepConfig:
     _expect(_is_number(cpus) and _is_number(gpus), "resources", "numbers for cpus and gpus", resources)
     keep = raw.get("keep_checkpoints", 3)
     _expect(_is_int(keep) and keep >= 1, "keep_checkpoints", "a positive integer", keep)
+    checkpoint_every, keep_every = raw.get("checkpoint_every"), raw.get("keep_every")
+    for key, value in (("checkpoint_every", checkpoint_every), ("keep_every", keep_every)):
+        _expect(value is None or (_is_int(value) and value >= 1), key, "a positive integer", value)
     retries = raw.get("retries", 1)
     _expect(_is_int(retries) and retries >= 0, "retries", "a non-negative integer", retries)
     results_dir = raw.get("results_dir", f"runs/sweep-{base_name}")
@@ -351,6 +365,8 @@ def _parse_sweep(raw: Any, base_name: str) -> SweepConfig:
         overrides=fixed,
         hyperparameters=hyperparameters,
         keep_checkpoints=keep,
+        checkpoint_every=checkpoint_every,
+        keep_every=keep_every,
     )
     grid.runs()  # validates every run now, so the error names this file
     return SweepConfig(grid, Path(results_dir), Resources(float(cpus), float(gpus)), retries)

@@ -32,12 +32,14 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(directory: Path, step: int, state: Any, keep: int = 3) -> Path:
-    """Write `state` as checkpoint `step` and delete all but the newest `keep` checkpoints."""
+def save_checkpoint(directory: Path, step: int, state: Any, keep: int = 3, keep_every: int | None = None) -> Path:
+    """Write `state` as checkpoint `step` and delete all but the newest `keep` checkpoints, sparing those whose step
+    is a multiple of `keep_every` (when given): a frequent checkpoint for resuming, a sparse one for re-evaluating."""
     path = Path(directory) / f"step_{step:09d}.msgpack"
     atomic_write_bytes(path, serialization.to_bytes(state))
-    for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+    for old_step, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        if keep_every is None or old_step % keep_every:
+            old.unlink(missing_ok=True)
     return path
 
 

@@ -359,7 +359,7 @@ def train_held_seeds(
     for index, run in enumerate(runs):
         write_run_info(run.run_dir, run.settings, config, dataset)  # before the first checkpoint: it has its config
         if paths[index] is None:
-            paths[index] = save_checkpoint(run.checkpoint_dir, start, seed_slice(agents, index), settings.keep_checkpoints)
+            paths[index] = save_checkpoint(run.checkpoint_dir, start, seed_slice(agents, index), settings.keep_checkpoints, settings.keep_every)
         run.kept = (start, paths[index])
         run.logger = open_run_logger(run.run_dir, run.settings.loggers, run.settings.group, start)
         run.logger.truncate_after(start)
@@ -418,7 +418,7 @@ def train_held_seeds(
             logged = (step, agents, list(runs))
             if step % settings.checkpoint_interval == 0 or step == settings.steps:
                 for index, run in enumerate(runs):
-                    run.kept = (step, save_checkpoint(run.checkpoint_dir, step, seed_slice(agents, index), settings.keep_checkpoints))
+                    run.kept = (step, save_checkpoint(run.checkpoint_dir, step, seed_slice(agents, index), settings.keep_checkpoints, settings.keep_every))
             if progress is not None:
                 progress(step, settings.total_steps, mean_row(rows))
         if settings.online_steps and runs and not diverged:
@@ -429,7 +429,7 @@ def train_held_seeds(
     except KeyboardInterrupt:
         logged_step, logged_agents, logged_runs = logged
         for index, run in enumerate(logged_runs):
-            save_checkpoint(run.checkpoint_dir, logged_step, seed_slice(logged_agents, index), settings.keep_checkpoints)
+            save_checkpoint(run.checkpoint_dir, logged_step, seed_slice(logged_agents, index), settings.keep_checkpoints, settings.keep_every)
         raise TrainingInterrupted([run.run_dir for run in logged_runs], logged_step) from None
     finally:
         pool.close()

@@ -130,10 +130,11 @@ def replay_path(checkpoint_dir: Path, step: int) -> Path:
     return Path(checkpoint_dir) / f"replay_{step:09d}.msgpack"
 
 
-def save_online_checkpoint(checkpoint_dir: Path, step: int, agent, buffer: ReplayBuffer, keep: int) -> Path:
+def save_online_checkpoint(checkpoint_dir: Path, step: int, agent, buffer: ReplayBuffer, keep: int,
+                           keep_every: int | None = None) -> Path:
     """The buffer first, then the agent (the commit point); replay files of pruned checkpoints are deleted."""
     atomic_write_bytes(replay_path(checkpoint_dir, step), serialization.to_bytes(buffer))
-    path = save_checkpoint(checkpoint_dir, step, agent, keep)
+    path = save_checkpoint(checkpoint_dir, step, agent, keep, keep_every)
     kept = {step for step, _ in list_checkpoints(checkpoint_dir)}
     for old in Path(checkpoint_dir).glob("replay_*.msgpack"):
         if int(old.stem.removeprefix("replay_")) not in kept:
@@ -293,13 +294,14 @@ def train_online(
             run.logger.log(row)
             logged = (step, agent, buffer)
             if checkpoint_due:
-                run.kept = (step, save_online_checkpoint(run.checkpoint_dir, step, agent, buffer, settings.keep_checkpoints))
+                run.kept = (step, save_online_checkpoint(run.checkpoint_dir, step, agent, buffer, settings.keep_checkpoints, settings.keep_every))
             if progress is not None:
                 progress(step, total, row)
             infos, began = [], time.perf_counter()
     except KeyboardInterrupt:
         logged_step, logged_agent, logged_buffer = logged
-        save_online_checkpoint(run.checkpoint_dir, logged_step, logged_agent, logged_buffer, settings.keep_checkpoints)
+        save_online_checkpoint(run.checkpoint_dir, logged_step, logged_agent, logged_buffer, settings.keep_checkpoints,
+                               settings.keep_every)
         raise TrainingInterrupted([run.run_dir], logged_step) from None
     finally:
         env_pool.close()

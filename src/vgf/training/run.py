@@ -81,6 +81,7 @@ class TrainSettings:
     eval_workers: int | None = None  # env worker processes; None: sized to the machine (vgf.evaluation.env_workers)
     keep_checkpoints: int = 3
     checkpoint_every: int | None = None  # None: at every evaluation
+    keep_every: int | None = None  # checkpoints at multiples of it are kept besides the newest keep_checkpoints
     strict: bool = False  # refuse dataset actions outside the action box instead of clipping them
     overrides: dict = dataclasses.field(default_factory=dict)
     # Offline-to-online (vgf.training.online): env steps after the offline `steps`, counted on from them.
@@ -111,6 +112,8 @@ class TrainSettings:
             problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.checkpoint_every is not None and self.checkpoint_every <= 0:
             problems.append(f"checkpoint_every must be > 0, got {self.checkpoint_every}")
+        if self.keep_every is not None and self.keep_every <= 0:
+            problems.append(f"keep_every must be > 0, got {self.keep_every}")
         if self.online_steps < 0:
             problems.append(f"online_steps must be >= 0, got {self.online_steps}")
         if self.online_steps and self.task is None:
