@@ -41,6 +41,7 @@ class Run:
     """One run directory: its settings and what it has logged so far."""
 
     path: Path
+    task: str
     agent: str
     seed: int
     steps: int
@@ -84,7 +85,7 @@ def read_runs(results_dir: Path) -> list[Run]:
         settings, config = info["settings"], info["agent_config"]
         metrics = path / "metrics.jsonl"
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
-        run = Run(path, settings["agent"], settings["seed"], settings["steps"], settings["eval_every"],
+        run = Run(path, settings["task"], settings["agent"], settings["seed"], settings["steps"], settings["eval_every"],
                   tuple(settings["eval_budgets"]), settings["eval_episodes"], config, rows)
         for record_path in sorted((path / "eval").glob("budgets_step*.json")):
             record = json.loads(record_path.read_text())
@@ -95,6 +96,9 @@ def read_runs(results_dir: Path) -> list[Run]:
         runs.append(run)
     if not runs:
         raise FileNotFoundError(f"{results_dir} holds no run directory (a folder with config.json)")
+    tasks = sorted({run.task for run in runs})
+    if len(tasks) > 1:  # the tables and figures average an agent's runs over seeds, never over tasks
+        raise ValueError(f"{results_dir} holds runs of several tasks ({', '.join(tasks)}): report one task per directory")
     return runs
 
 
@@ -293,7 +297,7 @@ def report(results_dir: Path, out_dir: Path) -> int:
     groups = by_agent(runs)
     vgf_runs = [run for run in runs if run.uses_budgets]
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Long-horizon study: {results_dir.name}", "", "Built by `benchmarks/long_horizon.py report` from the "
+    lines = [f"# Long-horizon study: {runs[0].task}", "", "Built by `benchmarks/long_horizon.py report` from the "
              "run directories; a value in brackets is each seed's, before it their mean.", "", "## How far each run got",
              "", *progress_table(runs), "", "## Success over training (evaluations made while training)", "",
              *learning_table(groups), ""]

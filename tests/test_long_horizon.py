@@ -50,3 +50,12 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     assert f"| 20 | {at_20['eval/budget_0/success']:.2f} | {at_20['eval/budget_8/success']:.2f} |" in text
     for figure in ("learning_curves.png", "budget_heatmap.png", "critic_health.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert text.startswith("# Long-horizon study: bandit\n")
+
+    other = results / "vgf-other-task"  # another task's run in the same directory would be averaged with this one's
+    other.mkdir()
+    info = json.loads((results / "vgf-s1" / "config.json").read_text())
+    info["settings"]["task"] = "cube-single-play-singletask-task1"
+    (other / "config.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="several tasks .*: report one task per directory"):
+        study.main(["report", str(results), str(out)])
