@@ -277,11 +277,11 @@ def plot_health(groups: dict[str, list[Run]], path: Path) -> None:
     for index, (agent, runs) in enumerate(groups.items()):
         steps = eval_steps(runs)
         for ax, (train_key, val_key) in zip(panels, (HEALTH[:2], HEALTH[2:])):
-            for key, style in ((train_key, "--"), (val_key, "-")):
+            for key, style, marker in ((train_key, "--", "x"), (val_key, "-", "o")):
                 values = [mean([number(row[key]) for run in runs for row in run.eval_rows
                                 if row["step"] == step and key in row]) for step in steps]
                 if not all(math.isnan(v) for v in values):
-                    ax.plot(steps, values, style, marker="o", color=f"C{index}", label=f"{agent} {key.split('/')[0]}")
+                    ax.plot(steps, values, style, marker=marker, color=f"C{index}", label=f"{agent} {key.split('/')[0]}")
     panels[0].set_ylabel("critic loss (TD error)")
     panels[0].set_yscale("log")
     panels[1].set_ylabel("mean Q on the batch")
