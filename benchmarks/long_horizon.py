@@ -3,14 +3,17 @@
 Two steps, both resumable and both reading only run directories:
 
     python benchmarks/long_horizon.py evaluate RESULTS_DIR --set vgf_lr=0.01   # every kept checkpoint, once
+    python benchmarks/long_horizon.py evaluate RESULTS_DIR                     # the same with the trained settings
     python benchmarks/long_horizon.py report RESULTS_DIR OUT_DIR              # tables and figures, unfinished runs too
 
-`evaluate` runs `vgf eval RUN --step N --set ...` on each kept checkpoint of each budget agent (VGF) that is one of
-the run's evaluation steps and has no such record yet, at the run's own evaluation budgets, episodes and seed, so
-each record pairs with the evaluation made during training. `report` writes `report.md` (how far each run got,
-success over training per agent, VGF's success over updates x budget at each step size, the critic's training and
-held-out losses and mean Q), `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`, and prints
-the markdown. Figures are means over the seeds that reached each step; the tables give every seed.
+`evaluate` runs `vgf eval RUN --step N [--set ...]` on each kept checkpoint that is one of the run's evaluation
+steps and has no such record yet, at the run's own evaluation budgets, episodes and seed, so each record pairs with
+the evaluation made during training. With `--set` it evaluates the budget agents (VGF); without, every agent, with
+its trained settings: that evaluation repeats the one made while training, and adds the critic's value error at the
+initial states (`vgf eval` records `q_start` and `discounted_return`). `report` writes `report.md` (how far each run
+got, success over training per agent, VGF's success over updates x budget at each step size, the critic's training
+and held-out losses, mean Q and value error), `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`,
+and prints the markdown. Figures are means over the seeds that reached each step; the tables give every seed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from vgf.files import atomic_file, atomic_write_text
 from vgf.training import eval_record_name, list_checkpoints, settings_suffix
 
 HEALTH = ("train/critic_loss", "val/critic_loss", "train/q_mean", "val/q_mean")
+TRAINED = "trained"  # the setting label of evaluations with the run's own test-time settings
 
 
 @dataclass
@@ -51,6 +55,8 @@ class Run:
     config: dict
     rows: list[dict]
     extra: dict[tuple[str, int], dict[int, float]] = field(default_factory=dict)  # (setting, step) -> budget -> success
+    # (setting or TRAINED, step) -> budget -> the critic's value of the first action minus the discounted return
+    value_errors: dict[tuple[str, int], dict[int, float]] = field(default_factory=dict)
 
     @property
     def uses_budgets(self) -> bool:
@@ -89,10 +95,15 @@ def read_runs(results_dir: Path) -> list[Run]:
                   tuple(settings["eval_budgets"]), settings["eval_episodes"], config, rows)
         for record_path in sorted((path / "eval").glob("budgets_step*.json")):
             record = json.loads(record_path.read_text())
-            if not record["test_time_settings"] or record["seed"] != run.seed:
-                continue  # the run's own settings are in its metrics; other evaluation seeds are not this study's
+            if record["seed"] != run.seed:
+                continue  # other evaluation seeds are not this study's
             setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
-            run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
+            if setting:  # the trained settings' success is in the metrics, from the evaluation made while training
+                run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
+            errors = {int(b): r["q_start"] - r["discounted_return"] for b, r in record["results"].items()
+                      if "q_start" in r and "discounted_return" in r}
+            if errors:
+                run.value_errors[(setting or TRAINED, record["step"])] = errors
         runs.append(run)
     if not runs:
         raise FileNotFoundError(f"{results_dir} holds no run directory (a folder with config.json)")
@@ -111,10 +122,11 @@ def applied(overrides: list[str], run: Run) -> dict:
 
 
 def evaluate(results_dir: Path, overrides: list[str]) -> int:
-    """`vgf eval --step N --set ...` on every kept evaluation-step checkpoint of every budget agent, once each."""
+    """`vgf eval --step N [--set ...]` on every kept evaluation-step checkpoint, once each: of every budget agent with
+    `overrides`, of every agent without."""
     done = failed = 0
     for run in read_runs(results_dir):
-        if not run.uses_budgets:
+        if overrides and not run.uses_budgets:
             continue
         settings = applied(overrides, run)
         suffix = settings_suffix(settings)
@@ -221,6 +233,34 @@ def health_table(groups: dict[str, list[Run]]) -> list[str]:
     return lines
 
 
+def value_error_columns(groups: dict[str, list[Run]]) -> list[tuple[str, str, int]]:
+    """(agent, setting, budget) with value errors on record: budget 0 and, for budget agents, their largest budget."""
+    columns = []
+    for agent, runs in groups.items():
+        settings = sorted({setting for run in runs for setting, _ in run.value_errors}, key=lambda s: s != TRAINED)
+        budgets = [0, max(b for run in runs for b in run.budgets)] if runs[0].uses_budgets else [0]
+        columns += [(agent, setting, budget) for setting in settings for budget in dict.fromkeys(budgets)]
+    return columns
+
+
+def value_errors(runs: list[Run], setting: str, step: int, budget: int) -> list[float | None]:
+    return [run.value_errors.get((setting, step), {}).get(budget) for run in runs]
+
+
+def value_error_table(groups: dict[str, list[Run]]) -> list[str]:
+    columns = value_error_columns(groups)
+    if not columns:
+        return ["No record has it yet (`python benchmarks/long_horizon.py evaluate RESULTS_DIR` writes them)."]
+    header = ["updates", *(f"{agent} budget {budget}" + ("" if setting == TRAINED else f", {setting}")
+                           for agent, setting, budget in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    steps = sorted({step for runs in groups.values() for run in runs for _, step in run.value_errors})
+    for step in steps:
+        values = [cell(value_errors(groups[agent], setting, step, budget)) for agent, setting, budget in columns]
+        lines.append(f"| {step} | " + " | ".join(values) + " |")
+    return lines
+
+
 def save(figure: Figure, path: Path) -> None:
     with atomic_file(path) as handle:
         figure.savefig(handle, dpi=110, format="png")
@@ -271,9 +311,9 @@ def plot_heatmaps(vgf_runs: list[Run], settings: list[str | None], labels: list[
 
 
 def plot_health(groups: dict[str, list[Run]], path: Path) -> None:
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    figure = Figure(figsize=(15, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
-    panels = [figure.add_subplot(1, 2, k + 1) for k in range(2)]
+    panels = [figure.add_subplot(1, 3, k + 1) for k in range(3)]
     for index, (agent, runs) in enumerate(groups.items()):
         steps = eval_steps(runs)
         for ax, (train_key, val_key) in zip(panels, (HEALTH[:2], HEALTH[2:])):
@@ -285,10 +325,22 @@ def plot_health(groups: dict[str, list[Run]], path: Path) -> None:
     panels[0].set_ylabel("critic loss (TD error)")
     panels[0].set_yscale("log")
     panels[1].set_ylabel("mean Q on the batch")
+    agents = list(groups)
+    for agent, setting, budget in value_error_columns(groups):
+        runs = groups[agent]
+        steps = sorted({step for run in runs for name, step in run.value_errors if name == setting})
+        values = [mean(value_errors(runs, setting, step, budget)) for step in steps]
+        label = f"{agent}" + (f" budget {budget}" if runs[0].uses_budgets else "") + (
+            "" if setting == TRAINED else f", {setting}")
+        panels[2].plot(steps, values, "-" if setting == TRAINED else ":", marker="o" if budget == 0 else "s",
+                       color=f"C{agents.index(agent)}", label=label)
+    panels[2].axhline(0.0, color="grey", linewidth=0.8)
+    panels[2].set_ylabel("Q(first action) - discounted return")
     for ax in panels:
         ax.set_xlabel("updates")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     save(figure, path)
 
 
@@ -308,7 +360,12 @@ def report(results_dir: Path, out_dir: Path) -> int:
         labels.append(setting.replace("=", " "))
     for setting, label in zip(settings, labels):
         lines += [f"## VGF: success over updates x budget, {label}", "", *heat_table(vgf_runs, setting), ""]
-    lines += ["## The critic: training and held-out losses and mean Q", "", *health_table(groups), ""]
+    lines += ["## The critic: training and held-out losses and mean Q", "", *health_table(groups), "",
+              "## The critic's value error at the initial states", "",
+              "The critic's value of the first action played minus the discounted return the episode then got, mean "
+              "over the evaluation's episodes (positive: the critic overestimates what its policy achieves). From the "
+              "`evaluate` records: the evaluations made while training predate the measure.", "",
+              *value_error_table(groups), ""]
     text = "\n".join(lines)
     atomic_write_text(out_dir / "report.md", text)
     plot_learning(groups, out_dir / "learning_curves.png")
@@ -325,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     ev = commands.add_parser("evaluate", help="evaluate every kept checkpoint with test-time settings changed")
     ev.add_argument("results_dir", type=Path)
-    ev.add_argument("--set", dest="overrides", action="append", required=True, metavar="KEY=VALUE",
-                    help="a test-time field, as `vgf eval --set` takes it, e.g. vgf_lr=0.01")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a test-time field, as `vgf eval --set` takes it, e.g. vgf_lr=0.01 (none: the trained ones)")
     rep = commands.add_parser("report", help="tables and figures from the run directories")
     rep.add_argument("results_dir", type=Path)
     rep.add_argument("out_dir", type=Path)

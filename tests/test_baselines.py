@@ -106,6 +106,11 @@ def test_act_returns_actions_in_the_box(trained, data, name):
         assert np.all(displacement[np.asarray(budgets) == 0] == 0) and np.any(displacement > 0)
     else:
         assert np.all(displacement == 0)
+    # aux['q']: the critic's value of the played action, the ensemble's min or mean as the agent aggregates it
+    members = np.asarray(agent.critic.apply_fn(agent.critic.params, observations, actions))
+    q = np.asarray(aux["q"])
+    aggregate = members.min(0) if name in ("iql", "rebrac") else members.mean(0)
+    np.testing.assert_allclose(q, aggregate, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(OVERRIDES))

@@ -327,6 +327,19 @@ def test_one_policy_call_per_step_for_the_episodes_still_running():
     assert res == evaluate_sequential(_CountdownEnv, policy, [0, 7], episodes=5, seed=0)
 
 
+def test_a_discount_adds_the_discounted_return_and_each_aux_at_the_first_step():
+    def policy(obs, budgets, *_rows):  # aux at step t: (1 + t) for budget 0, 3 (1 + t) for budget 7
+        return np.zeros((len(obs), 1), np.float32), {"q": np.where(budgets == 0, 1.0, 3.0) * (1 + obs[:, 0])}
+
+    res = evaluate(_CountdownEnv, policy, [0, 7], episodes=5, seed=0, discount=0.5)
+    # lengths 1, 2, 3, 4, 1 with reward 1 per step: sum_t 0.5^t = 1, 1.5, 1.75, 1.875, 1
+    assert res[0]["discounted_return"] == res[7]["discounted_return"] == pytest.approx(7.125 / 5)
+    assert (res[0]["q_start"], res[7]["q_start"]) == (1.0, 3.0)
+    assert res[0]["q"] == pytest.approx(sum(sum(1 + t for t in range(n)) for n in (1, 2, 3, 4, 1)) / 11)
+    assert res == evaluate_sequential(_CountdownEnv, policy, [0, 7], episodes=5, seed=0, discount=0.5)
+    assert "discounted_return" not in evaluate(_CountdownEnv, policy, [0], episodes=2)[0]
+
+
 def test_final_success_and_step_cap():
     def policy(obs, budgets, *_rows):
         return np.zeros((len(obs), 1), np.float32), {}

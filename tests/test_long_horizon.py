@@ -39,15 +39,25 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     capsys.readouterr()
     assert study.main(["evaluate", str(results), "--set", "vgf_lr=0.0"]) == 0  # the same setting, spelt otherwise
     assert "0 evaluation(s) written" in capsys.readouterr().out
+    # without --set: every agent with its trained settings, repeating the evaluation made while training
+    assert study.main(["evaluate", str(results)]) == 0
+    assert "4 evaluation(s) written" in capsys.readouterr().out
+    assert (results / "bc-s1" / "eval" / "budgets_step20-seed1.json").exists()
+    again = json.loads((results / "vgf-s1" / "eval" / "budgets_step20-seed1.json").read_text())["results"]
+    trained = [json.loads(line) for line in (results / "vgf-s1" / "metrics.jsonl").read_text().splitlines()]
+    at_20 = next(row for row in trained if row["step"] == 20)
+    assert [again[b]["success"] for b in ("0", "8")] == [at_20["eval/budget_0/success"], at_20["eval/budget_8/success"]]
 
     out = tmp_path / "report"
     assert study.main(["report", str(results), str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "| vgf-s1 | 20 | 20 | 20 |" in text
     assert "## VGF: success over updates x budget, vgf_lr 0.0\n" in text
-    trained = [json.loads(line) for line in (results / "vgf-s1" / "metrics.jsonl").read_text().splitlines()]
-    at_20 = next(row for row in trained if row["step"] == 20)
     assert f"| 20 | {at_20['eval/budget_0/success']:.2f} | {at_20['eval/budget_8/success']:.2f} |" in text
+    # the value error table: VGF at budgets 0 and 8, trained and at vgf_lr 0; BC has no critic
+    assert "| updates | vgf budget 0 | vgf budget 8 | vgf budget 0, vgf_lr=0.0 | vgf budget 8, vgf_lr=0.0 |" in text
+    errors = [again[b]["q_start"] - again[b]["discounted_return"] for b in ("0", "8")]
+    assert f"| 20 | {errors[0]:.2f} | {errors[1]:.2f} |" in text
     for figure in ("learning_curves.png", "budget_heatmap.png", "critic_health.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert text.startswith("# Long-horizon study: bandit\n")

@@ -178,6 +178,9 @@ def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_pat
     assert (run_dir / "plots" / "budget_curve-vgf_lr=0.0.png").exists()
     assert trained["eval/budget_8/displacement"] > 0.01  # the trained step size moves the particles
     assert still["results"]["8"]["displacement"] == 0.0  # a zero step size leaves every particle where it was sampled
+    # the critic's value of the first action against the discounted return (one-step episodes: the reward)
+    first = still["results"]["0"]
+    assert first["discounted_return"] == pytest.approx(first["return"]) and math.isfinite(first["q_start"])
 
     capsys.readouterr()
     for setting, words in [

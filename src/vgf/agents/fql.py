@@ -170,10 +170,13 @@ class FQLAgent(struct.PyTreeNode):
 
     @partial(jax.jit, static_argnames=("max_steps",))
     def act(self, observations, key, budgets=None, max_steps: int | None = None):
-        """The one-step policy at fresh noise, clipped to the action box (budgets and max_steps are unused)."""
+        """The one-step policy at fresh noise, clipped to the action box (budgets and max_steps are unused).
+
+        aux['q'] is the critic's value of the played action, aggregated over the ensemble as in the TD target."""
         noise = jax.random.normal(key, (*observations.shape[:-1], self.action_dim))
         actions = jnp.clip(self.one_step_actions(observations, noise), -1.0, 1.0)
-        return actions, {"displacement": jnp.zeros(observations.shape[:-1])}
+        q = aggregate_ensemble(self.critic.apply_fn(self.critic.params, observations, actions), self.config.q_agg)
+        return actions, {"displacement": jnp.zeros(observations.shape[:-1]), "q": q}
 
 
 def create(config: FQLConfig, obs_dim: int, action_dim: int, seed: int = 0) -> FQLAgent:

@@ -149,9 +149,12 @@ class IQLAgent(struct.PyTreeNode):
 
     @partial(jax.jit, static_argnames=("max_steps",))
     def act(self, observations, key, budgets=None, max_steps: int | None = None):
-        """The actor's mean, clipped to the action box (deterministic; key, budgets and max_steps are unused)."""
+        """The actor's mean, clipped to the action box (deterministic; key, budgets and max_steps are unused).
+
+        aux['q'] is the critic's value of the played action (the ensemble's min, as the value loss takes it)."""
         actions = jnp.clip(self.actor.apply_fn(self.actor.params, observations), -1.0, 1.0)
-        return actions, {"displacement": jnp.zeros(observations.shape[:-1])}
+        q = self.q_min(observations, actions, self.critic.params)
+        return actions, {"displacement": jnp.zeros(observations.shape[:-1]), "q": q}
 
 
 def create(config: IQLConfig, obs_dim: int, action_dim: int, seed: int = 0) -> IQLAgent:

@@ -179,8 +179,12 @@ class ReBRACAgent(struct.PyTreeNode):
 
     @partial(jax.jit, static_argnames=("max_steps",))
     def act(self, observations, key, budgets=None, max_steps: int | None = None):
-        """The deterministic tanh actor (key, budgets and max_steps are unused)."""
-        return self.policy(observations), {"displacement": jnp.zeros(observations.shape[:-1])}
+        """The deterministic tanh actor (key, budgets and max_steps are unused).
+
+        aux['q'] is the critic's value of the played action (the ensemble's min, as in the TD target)."""
+        actions = self.policy(observations)
+        q = self.critic.apply_fn(self.critic.params, observations, actions).min(axis=0)
+        return actions, {"displacement": jnp.zeros(observations.shape[:-1]), "q": q}
 
 
 def create(config: ReBRACConfig, obs_dim: int, action_dim: int, seed: int = 0) -> ReBRACAgent:

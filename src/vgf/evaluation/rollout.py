@@ -322,6 +322,8 @@ def _summarise(
     returns: np.ndarray,
     lengths: np.ndarray,
     aux_sums: dict[str, np.ndarray],
+    discounted: np.ndarray | None = None,
+    aux_starts: dict[str, np.ndarray] | None = None,
 ) -> EvalResults:
     """Per-budget statistics from per-row totals laid out budget-major (row j * episodes + i).
 
@@ -342,6 +344,9 @@ def _summarise(
         }
         for key, sums in aux_sums.items():
             stats[key] = float(sums[rows].sum() / steps)  # mean over all steps taken, each step weighted equally
+        if discounted is not None:
+            stats["discounted_return"] = float(np.mean(discounted[rows]))
+            stats |= {f"{key}_start": float(np.mean(starts[rows])) for key, starts in (aux_starts or {}).items()}
         results[budget] = stats
     return results
 
@@ -355,6 +360,7 @@ def evaluate(
     max_episode_steps: int | None = None,
     progress: bool = False,
     envs: EnvPool | None = None,
+    discount: float | None = None,
 ) -> EvalResults:
     """Evaluate ``policy`` at every transport budget, all episodes of all budgets stepped as one batch.
 
@@ -368,6 +374,10 @@ def evaluate(
             ``None`` the env must end its episodes itself (OGBench envs and ``make_env`` envs do).
         progress: show a tqdm bar over environment steps.
         envs: optional :class:`EnvPool` to take (and keep) the envs from, so repeated evaluations reuse them.
+        discount: with a discount, each budget's stats also get ``'discounted_return'`` (mean over episodes of
+            ``sum_t discount^t r_t``) and, for each ``aux`` key, ``'<key>_start'``: its mean at the episodes' first
+            step. With ``aux['q']``, the critic's value of the played action, ``q_start - discounted_return`` is the
+            critic's value error at the initial states (its overestimation, when positive).
 
     Returns:
         ``{budget: stats}`` with ``'success'`` (mean over episodes of the final ``info['success']``, 0 where absent;
@@ -384,7 +394,8 @@ def evaluate(
         spec_limit = None
         if isinstance(backend, _LocalEnvs):
             spec_limit = getattr(getattr(backend.envs[0], "spec", None), "max_episode_steps", None)
-        return _run_batched(backend, num, policy, budget_list, episodes, seed, max_episode_steps, progress, spec_limit)
+        return _run_batched(backend, num, policy, budget_list, episodes, seed, max_episode_steps, progress, spec_limit,
+                            discount)
     finally:
         if envs is None:
             pool.close()
@@ -412,6 +423,7 @@ def _run_batched(
     max_episode_steps: int | None,
     progress: bool,
     spec_limit: int | None,
+    discount: float | None = None,
 ) -> EvalResults:
     obs = backend.reset([seed + (r % episodes) for r in range(num)]).astype(np.float32)
     budget_arr = np.repeat(np.asarray(budget_list, dtype=np.int32), episodes)
@@ -422,20 +434,28 @@ def _run_batched(
     returns = np.zeros(num, dtype=np.float64)
     lengths = np.zeros(num, dtype=np.int64)
     aux_sums: dict[str, np.ndarray] = {}
+    discounted = np.zeros(num, dtype=np.float64)
+    aux_starts: dict[str, np.ndarray] = {}
 
     def act(rows: np.ndarray) -> np.ndarray:
         actions, aux = policy(obs[rows], budget_arr[rows], episode_arr[rows], lengths[rows].astype(np.int32))
+        first = lengths[rows] == 0
         for key, value in aux.items():
             sums = aux_sums.get(key)
             if sums is None:
                 sums = aux_sums[key] = np.zeros(num, dtype=np.float64)
-            sums[rows] += np.broadcast_to(np.asarray(value, dtype=np.float64), (len(rows),))
+                aux_starts[key] = np.zeros(num, dtype=np.float64)
+            value = np.broadcast_to(np.asarray(value, dtype=np.float64), (len(rows),))
+            sums[rows] += value
+            aux_starts[key][rows[first]] = value[first]
         return np.asarray(actions)
 
     def finish(rows: np.ndarray) -> np.ndarray:
         """Collect the submitted step of ``rows``; returns those still running."""
         rewards, dones, successes = backend.collect(obs)
         returns[rows] += rewards
+        if discount is not None:
+            discounted[rows] += discount ** lengths[rows] * rewards
         lengths[rows] += 1
         ended = dones | (lengths[rows] >= limit)
         success[rows[ended]] = successes[ended]
@@ -473,7 +493,9 @@ def _run_batched(
     finally:
         if bar is not None:
             bar.close()
-    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums)
+    if discount is None:
+        return _summarise(budget_list, episodes, success, returns, lengths, aux_sums)
+    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums, discounted, aux_starts)
 
 
 def evaluate_sequential(
@@ -483,6 +505,7 @@ def evaluate_sequential(
     episodes: int,
     seed: int = 0,
     max_episode_steps: int | None = None,
+    discount: float | None = None,
 ) -> EvalResults:
     """The plain reference loop: one env, one episode at a time, batch-1 policy calls.
 
@@ -496,6 +519,8 @@ def evaluate_sequential(
     returns = np.zeros(num, dtype=np.float64)
     lengths = np.zeros(num, dtype=np.int64)
     aux_sums: dict[str, np.ndarray] = {}
+    discounted = np.zeros(num, dtype=np.float64)
+    aux_starts: dict[str, np.ndarray] = {}
     env = env_fn()
     try:
         for j, budget in enumerate(budget_list):
@@ -507,14 +532,20 @@ def evaluate_sequential(
                     actions, aux = policy(np.asarray(ob, dtype=np.float32)[None], budget_one, np.asarray([i], np.int32),
                                           np.asarray([lengths[r]], np.int32))
                     for key, value in aux.items():
-                        sums = aux_sums.setdefault(key, np.zeros(num, dtype=np.float64))
-                        sums[r] += np.broadcast_to(np.asarray(value, dtype=np.float64), (1,))[0]
+                        value = np.broadcast_to(np.asarray(value, dtype=np.float64), (1,))[0]
+                        aux_sums.setdefault(key, np.zeros(num, dtype=np.float64))[r] += value
+                        if lengths[r] == 0:
+                            aux_starts.setdefault(key, np.zeros(num, dtype=np.float64))[r] = value
                     ob, reward, terminated, truncated, info = env.step(np.asarray(actions)[0])
                     returns[r] += reward
+                    if discount is not None:
+                        discounted[r] += discount ** lengths[r] * reward
                     lengths[r] += 1
                     if terminated or truncated or lengths[r] >= limit:
                         success[r] = _final_success(info)
                         break
     finally:
         env.close()
-    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums)
+    if discount is None:
+        return _summarise(budget_list, episodes, success, returns, lengths, aux_sums)
+    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums, discounted, aux_starts)

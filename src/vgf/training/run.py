@@ -215,7 +215,9 @@ def eval_record_name(step: int, seed: int, settings: dict[str, Any]) -> str:
 def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False):
     """Success rate, return and displacement per transport budget, all budgets in one batched pass.
 
-    D4RL tasks also get `normalized_score`: D4RL's normalised score of the mean return.
+    D4RL tasks also get `normalized_score`: D4RL's normalised score of the mean return. An agent with a discount gets
+    the discounted return and, where it reports the critic's value of its actions, that value at the first step
+    (`q_start`): their difference is the critic's value error at the initial states.
     """
     results = evaluate(
         functools.partial(make_env, task),
@@ -225,6 +227,7 @@ def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool
         seed=seed,
         envs=pool,
         progress=progress,
+        discount=getattr(agent.config, "discount", None),
     )
     reference = task_spec(task).d4rl_reference
     if reference is not None:
