@@ -364,7 +364,9 @@ def report(results_dir: Path, out_dir: Path) -> int:
               "## The critic's value error at the initial states", "",
               "The critic's value of the first action played minus the discounted return the episode then got, mean "
               "over the evaluation's episodes (positive: the critic overestimates what its policy achieves). From the "
-              "`evaluate` records: the evaluations made while training predate the measure.", "",
+              "`evaluate` records: the evaluations made while training predate the measure. An episode cut by its time "
+              "limit leaves out the return after it: at most discount^length of a whole discounted return (0.7% after "
+              "500 steps at 0.99).", "",
               *value_error_table(groups), ""]
     text = "\n".join(lines)
     atomic_write_text(out_dir / "report.md", text)
