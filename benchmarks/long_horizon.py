@@ -55,8 +55,9 @@ class Run:
     config: dict
     rows: list[dict]
     extra: dict[tuple[str, int], dict[int, float]] = field(default_factory=dict)  # (setting, step) -> budget -> success
-    # (setting or TRAINED, step) -> budget -> the critic's value of the first action minus the discounted return
-    value_errors: dict[tuple[str, int], dict[int, float]] = field(default_factory=dict)
+    # (setting or TRAINED, step) -> budget -> {q_start: the critic's value of the first action, discounted_return,
+    # value_error: their difference}
+    start_values: dict[tuple[str, int], dict[int, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def uses_budgets(self) -> bool:
@@ -100,10 +101,11 @@ def read_runs(results_dir: Path) -> list[Run]:
             setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
             if setting:  # the trained settings' success is in the metrics, from the evaluation made while training
                 run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
-            errors = {int(b): r["q_start"] - r["discounted_return"] for b, r in record["results"].items()
-                      if "q_start" in r and "discounted_return" in r}
-            if errors:
-                run.value_errors[(setting or TRAINED, record["step"])] = errors
+            values = {int(b): {"q_start": r["q_start"], "discounted_return": r["discounted_return"],
+                               "value_error": r["q_start"] - r["discounted_return"]}
+                      for b, r in record["results"].items() if "q_start" in r and "discounted_return" in r}
+            if values:
+                run.start_values[(setting or TRAINED, record["step"])] = values
         runs.append(run)
     if not runs:
         raise FileNotFoundError(f"{results_dir} holds no run directory (a folder with config.json)")
@@ -237,26 +239,27 @@ def value_error_columns(groups: dict[str, list[Run]]) -> list[tuple[str, str, in
     """(agent, setting, budget) with value errors on record: budget 0 and, for budget agents, their largest budget."""
     columns = []
     for agent, runs in groups.items():
-        settings = sorted({setting for run in runs for setting, _ in run.value_errors}, key=lambda s: s != TRAINED)
+        settings = sorted({setting for run in runs for setting, _ in run.start_values}, key=lambda s: s != TRAINED)
         budgets = [0, max(b for run in runs for b in run.budgets)] if runs[0].uses_budgets else [0]
         columns += [(agent, setting, budget) for setting in settings for budget in dict.fromkeys(budgets)]
     return columns
 
 
-def value_errors(runs: list[Run], setting: str, step: int, budget: int) -> list[float | None]:
-    return [run.value_errors.get((setting, step), {}).get(budget) for run in runs]
+def start_values(runs: list[Run], setting: str, step: int, budget: int, quantity: str) -> list[float | None]:
+    """`quantity` (q_start, discounted_return or value_error) of each seed at (setting, step, budget)."""
+    return [run.start_values.get((setting, step), {}).get(budget, {}).get(quantity) for run in runs]
 
 
-def value_error_table(groups: dict[str, list[Run]]) -> list[str]:
-    columns = value_error_columns(groups)
+def value_error_table(groups: dict[str, list[Run]], quantity: str, settings: tuple[str, ...] | None = None) -> list[str]:
+    columns = [c for c in value_error_columns(groups) if settings is None or c[1] in settings]
     if not columns:
         return ["No record has it yet (`python benchmarks/long_horizon.py evaluate RESULTS_DIR` writes them)."]
-    header = ["updates", *(f"{agent} budget {budget}" + ("" if setting == TRAINED else f", {setting}")
-                           for agent, setting, budget in columns)]
+    header = ["updates", *(agent + (f" budget {budget}" if groups[agent][0].uses_budgets else "")
+                           + ("" if setting == TRAINED else f", {setting}") for agent, setting, budget in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    steps = sorted({step for runs in groups.values() for run in runs for _, step in run.value_errors})
+    steps = sorted({step for runs in groups.values() for run in runs for _, step in run.start_values})
     for step in steps:
-        values = [cell(value_errors(groups[agent], setting, step, budget)) for agent, setting, budget in columns]
+        values = [cell(start_values(groups[agent], setting, step, budget, quantity)) for agent, setting, budget in columns]
         lines.append(f"| {step} | " + " | ".join(values) + " |")
     return lines
 
@@ -328,8 +331,8 @@ def plot_health(groups: dict[str, list[Run]], path: Path) -> None:
     agents = list(groups)
     for agent, setting, budget in value_error_columns(groups):
         runs = groups[agent]
-        steps = sorted({step for run in runs for name, step in run.value_errors if name == setting})
-        values = [mean(value_errors(runs, setting, step, budget)) for step in steps]
+        steps = sorted({step for run in runs for name, step in run.start_values if name == setting})
+        values = [mean(start_values(runs, setting, step, budget, "value_error")) for step in steps]
         label = f"{agent}" + (f" budget {budget}" if runs[0].uses_budgets else "") + (
             "" if setting == TRAINED else f", {setting}")
         panels[2].plot(steps, values, "-" if setting == TRAINED else ":", marker="o" if budget == 0 else "s",
@@ -367,7 +370,10 @@ def report(results_dir: Path, out_dir: Path) -> int:
               "`evaluate` records: the evaluations made while training predate the measure. An episode cut by its time "
               "limit leaves out the return after it: at most discount^length of a whole discounted return (0.7% after "
               "500 steps at 0.99).", "",
-              *value_error_table(groups), ""]
+              *value_error_table(groups, "value_error"), "",
+              "Its two terms with the trained settings: the critic's value of the first action (`q_start`), then the "
+              "discounted return.", "", *value_error_table(groups, "q_start", (TRAINED,)), "",
+              *value_error_table(groups, "discounted_return", (TRAINED,)), ""]
     text = "\n".join(lines)
     atomic_write_text(out_dir / "report.md", text)
     plot_learning(groups, out_dir / "learning_curves.png")
