@@ -25,6 +25,10 @@ Three practical problems are handled here:
 * **Noise.** OGBench's manipulation envs build a new float64-bounded ``Box`` on every reset, and gymnasium warns
   each time that the bounds were cast to float32. :func:`silence_known_warnings` (also run on import of ``vgf.envs``)
   ignores exactly that message; no other warning is touched.
+* **Seeded resets.** OGBench settles each manipulation task's goal scene with random actions from an unseeded
+  action space, which leaves a different solver warm start after every reset: two episodes of one deterministic
+  policy from one seed could part at a contact. :func:`_seed_settling_steps` draws those actions from the reset's
+  seed, so an evaluation repeats exactly.
 
 The locomotion families (pointmaze, antmaze, humanoidmaze, antsoccer) build in ~20 ms and are always built fresh.
 """
@@ -203,7 +207,44 @@ def _build(env_id: str) -> gymnasium.Env:
     # they read the spaces); make sure it happened so that clones share one compiled model.
     if getattr(env.unwrapped, "_model", "absent") is None:
         env.reset(seed=0)
+    _seed_settling_steps(env.unwrapped)
     return env
+
+
+_SEEDED_CLASSES: dict[type, type] = {}
+
+
+def _seed_settling_steps(base: gymnasium.Env) -> None:
+    """Make `reset(seed=s)` of an OGBench manipulation env a function of s alone.
+
+    On reset in task mode, OGBench settles the goal scene with a few random actions, `self.action_space.sample()`,
+    and then restores the positions and velocities. `action_space` is a property that builds a new, unseeded Box on
+    every call, so those actions come from OS entropy, and what they leave behind (the constraint solver's warm
+    start) differs from one reset to the next: two episodes reset with one seed and given identical actions part at
+    a later contact (a puzzle button press). Here the env's class gets a subclass whose `action_space` is one Box,
+    seeded by every seeded reset; the random actions (and the goal observation they settle) are then the seed's.
+    """
+    if not hasattr(base, "initialize_episode"):  # not a manipulation env: nothing random outside its seed
+        return
+    cls = type(base)
+    seeded = _SEEDED_CLASSES.get(cls)
+    if seeded is None:
+
+        def reset(self, seed=None, options=None, **kwargs):
+            if seed is not None:
+                self._settling_space.seed(seed)
+            return super(seeded, self).reset(seed=seed, options=options, **kwargs)
+
+        seeded = _SEEDED_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "__module__": cls.__module__,
+            "__doc__": cls.__doc__,
+            "action_space": property(lambda self: self._settling_space),
+            "reset": reset,
+        })
+    if type(base) is not seeded:
+        space = base.action_space  # the Box OGBench builds
+        base.__class__ = seeded
+        base._settling_space = space
 
 
 def _collect(obj, seen: set[int], models: list, datas: list, shared: list) -> None:
