@@ -322,11 +322,12 @@ def _summarise(
     returns: np.ndarray,
     lengths: np.ndarray,
     aux_sums: dict[str, np.ndarray],
-    discounted: np.ndarray | None = None,
-    aux_starts: dict[str, np.ndarray] | None = None,
+    discounted: np.ndarray | None,
+    aux_starts: dict[str, np.ndarray],
 ) -> EvalResults:
     """Per-budget statistics from per-row totals laid out budget-major (row j * episodes + i).
 
+    With `discounted` (per-row discounted returns), also the discounted return and each aux at the first step.
     Success is reported only when some episode's env reported one (NaN marks those that did not, and count as 0).
     """
     reported = not np.isnan(success).all()
@@ -346,7 +347,7 @@ def _summarise(
             stats[key] = float(sums[rows].sum() / steps)  # mean over all steps taken, each step weighted equally
         if discounted is not None:
             stats["discounted_return"] = float(np.mean(discounted[rows]))
-            stats |= {f"{key}_start": float(np.mean(starts[rows])) for key, starts in (aux_starts or {}).items()}
+            stats |= {f"{key}_start": float(np.mean(starts[rows])) for key, starts in aux_starts.items()}
         results[budget] = stats
     return results
 
@@ -493,9 +494,8 @@ def _run_batched(
     finally:
         if bar is not None:
             bar.close()
-    if discount is None:
-        return _summarise(budget_list, episodes, success, returns, lengths, aux_sums)
-    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums, discounted, aux_starts)
+    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums,
+                      None if discount is None else discounted, aux_starts)
 
 
 def evaluate_sequential(
@@ -546,6 +546,5 @@ def evaluate_sequential(
                         break
     finally:
         env.close()
-    if discount is None:
-        return _summarise(budget_list, episodes, success, returns, lengths, aux_sums)
-    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums, discounted, aux_starts)
+    return _summarise(budget_list, episodes, success, returns, lengths, aux_sums,
+                      None if discount is None else discounted, aux_starts)
