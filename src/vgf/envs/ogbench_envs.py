@@ -36,6 +36,7 @@ The locomotion families (pointmaze, antmaze, humanoidmaze, antsoccer) build in ~
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import sys
@@ -211,11 +212,8 @@ def _build(env_id: str) -> gymnasium.Env:
     return env
 
 
-_SEEDED_CLASSES: dict[type, type] = {}
-
-
 def _seed_settling_steps(base: gymnasium.Env) -> None:
-    """Make `reset(seed=s)` of an OGBench manipulation env a function of s alone.
+    """Make `reset(seed=s)` of a newly built OGBench manipulation env a function of s alone.
 
     On reset in task mode, OGBench settles the goal scene with a few random actions, `self.action_space.sample()`,
     and then restores the positions and velocities. `action_space` is a property that builds a new, unseeded Box on
@@ -226,25 +224,29 @@ def _seed_settling_steps(base: gymnasium.Env) -> None:
     """
     if not hasattr(base, "initialize_episode"):  # not a manipulation env: nothing random outside its seed
         return
-    cls = type(base)
-    seeded = _SEEDED_CLASSES.get(cls)
-    if seeded is None:
+    space = base.action_space  # the Box OGBench builds
+    base.__class__ = _with_seeded_settling(type(base))
+    base._settling_space = space
+
+
+@functools.cache
+def _with_seeded_settling(cls: type) -> type:
+    """`cls` with one `action_space` Box (`_settling_space`), reseeded by every seeded reset."""
+
+    class Seeded(cls):
+        __doc__ = cls.__doc__
+
+        @property
+        def action_space(self):
+            return self._settling_space
 
         def reset(self, seed=None, options=None, **kwargs):
             if seed is not None:
                 self._settling_space.seed(seed)
-            return super(seeded, self).reset(seed=seed, options=options, **kwargs)
+            return super().reset(seed=seed, options=options, **kwargs)
 
-        seeded = _SEEDED_CLASSES[cls] = type(cls.__name__, (cls,), {
-            "__module__": cls.__module__,
-            "__doc__": cls.__doc__,
-            "action_space": property(lambda self: self._settling_space),
-            "reset": reset,
-        })
-    if type(base) is not seeded:
-        space = base.action_space  # the Box OGBench builds
-        base.__class__ = seeded
-        base._settling_space = space
+    Seeded.__name__, Seeded.__qualname__, Seeded.__module__ = cls.__name__, cls.__qualname__, cls.__module__
+    return Seeded
 
 
 def _collect(obj, seen: set[int], models: list, datas: list, shared: list) -> None:
