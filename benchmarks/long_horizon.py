@@ -4,13 +4,17 @@ Two steps, both resumable and both reading only run directories:
 
     python benchmarks/long_horizon.py evaluate RESULTS_DIR --set vgf_lr=0.01   # every kept checkpoint, once
     python benchmarks/long_horizon.py evaluate RESULTS_DIR                     # the same with the trained settings
+    python benchmarks/long_horizon.py final RESULTS_DIR --episodes 100       # finished runs' last checkpoints, more episodes
     python benchmarks/long_horizon.py report RESULTS_DIR OUT_DIR              # tables and figures, unfinished runs too
 
 `evaluate` runs `vgf eval RUN --step N [--set ...]` on each kept checkpoint that is one of the run's evaluation
 steps and has no such record yet, at the run's own evaluation budgets, episodes and seed, so each record pairs with
 the evaluation made during training. With `--set` it evaluates the budget agents (VGF); without, every agent, with
 its trained settings: that evaluation repeats the one made while training, and adds the critic's value error at the
-initial states (`vgf eval` records `q_start` and `discounted_return`). `report` writes `report.md` (how far each run
+initial states (`vgf eval` records `q_start` and `discounted_return`). `final` evaluates each finished run's last
+checkpoint once more with more episodes, from other initial states (reset seeds `--seed` + the run's seed + i): the
+study's final comparison, with its standard errors and, since every budget and every agent of a seed starts episode i
+from the same state, comparisons episode by episode (exact sign tests). `report` writes `report.md` (how far each run
 got, success over training per agent, VGF's success over updates x budget at each step size, the critic's training
 and held-out losses, mean Q and value error), `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`,
 and prints the markdown. Figures are means over the seeds that reached each step; the tables give every seed.
@@ -41,6 +45,16 @@ TRAINED = "trained"  # the setting label of evaluations with the run's own test-
 
 
 @dataclass
+class Final:
+    """A run's last checkpoint evaluated with more episodes (`final`): success per budget and of each episode."""
+
+    seed: int  # the evaluation's base reset seed
+    episodes: int
+    success: dict[int, float]
+    per_episode: dict[int, list[float]]
+
+
+@dataclass
 class Run:
     """One run directory: its settings and what it has logged so far."""
 
@@ -58,6 +72,7 @@ class Run:
     # (setting or TRAINED, step) -> budget -> {q_start: the critic's value of the first action, discounted_return,
     # value_error: their difference}
     start_values: dict[tuple[str, int], dict[int, dict[str, float]]] = field(default_factory=dict)
+    final: dict[str, Final] = field(default_factory=dict)  # setting or TRAINED -> the `final` evaluation
 
     @property
     def uses_budgets(self) -> bool:
@@ -96,9 +111,13 @@ def read_runs(results_dir: Path) -> list[Run]:
                   tuple(settings["eval_budgets"]), settings["eval_episodes"], config, rows)
         for record_path in sorted((path / "eval").glob("budgets_step*.json")):
             record = json.loads(record_path.read_text())
-            if record["seed"] != run.seed:
-                continue  # other evaluation seeds are not this study's
             setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
+            if record["seed"] != run.seed:  # other initial states: a `final` evaluation, or not this study's
+                if record["step"] == run.steps and all("per_episode" in r for r in record["results"].values()):
+                    run.final[setting or TRAINED] = Final(
+                        record["seed"], record["episodes"], {int(b): r["success"] for b, r in record["results"].items()},
+                        {int(b): r["per_episode"]["success"] for b, r in record["results"].items()})
+                continue
             if setting:  # the trained settings' success is in the metrics, from the evaluation made while training
                 run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
             values = {int(b): {"q_start": r["q_start"], "discounted_return": r["discounted_return"],
@@ -145,6 +164,33 @@ def evaluate(results_dir: Path, overrides: list[str]) -> int:
             code = vgf_main(argv)
             done, failed = done + (code == 0), failed + (code != 0)
     print(f"{done} evaluation(s) written, {failed} failed")
+    return 1 if failed else 0
+
+
+def final(results_dir: Path, episodes: int, seed: int, overrides: list[str]) -> int:
+    """`vgf eval --step LAST --episodes N --seed SEED+run seed [--set ...]` on each finished run, once: of every budget
+    agent with `overrides`, of every agent without."""
+    if episodes <= 0 or seed <= 0:
+        raise ValueError(f"--episodes and --seed must be positive (seed 0 + the run's seed repeats the study's initial "
+                         f"states), got {episodes} and {seed}")
+    done = failed = unfinished = 0
+    for run in read_runs(results_dir):
+        if overrides and not run.uses_budgets:
+            continue
+        if run.steps not in {step for step, _ in list_checkpoints(run.path / "checkpoints")}:
+            unfinished += 1
+            continue
+        settings = applied(overrides, run)
+        if (run.path / "eval" / eval_record_name(run.steps, seed + run.seed, settings)).exists():
+            continue
+        argv = ["eval", str(run.path), "--step", str(run.steps), "--vgf-steps", ",".join(map(str, run.budgets)),
+                "--episodes", str(episodes), "--seed", str(seed + run.seed)]
+        for item in overrides:
+            argv += ["--set", item]
+        print(f"{run.path.name}: step {run.steps}, {episodes} episodes{settings_suffix(settings)}", flush=True)
+        code = vgf_main(argv)
+        done, failed = done + (code == 0), failed + (code != 0)
+    print(f"{done} evaluation(s) written, {failed} failed, {unfinished} run(s) not finished yet")
     return 1 if failed else 0
 
 
@@ -264,6 +310,87 @@ def value_error_table(groups: dict[str, list[Run]], quantity: str, settings: tup
     return lines
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (McNemar's, on the discordant pairs): the chance of a split at least this uneven
+    if either side were as likely to win each pair."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def final_settings(groups: dict[str, list[Run]]) -> list[str]:
+    return sorted({setting for runs in groups.values() for run in runs for setting in run.final},
+                  key=lambda s: (s != TRAINED, s))
+
+
+def final_table(groups: dict[str, list[Run]]) -> list[str]:
+    """Success ± its standard error per run and pooled over each agent's seeds, per setting and budget."""
+    budgets = sorted({b for runs in groups.values() for run in runs for final in run.final.values() for b in final.success})
+    lines = ["| agent | seed | setting | episodes | " + " | ".join(f"budget {b}" for b in budgets) + " |",
+             "|" + "---|" * (len(budgets) + 4)]
+    for setting in final_settings(groups):
+        for agent, runs in groups.items():
+            finals = [(run.seed, run.final[setting]) for run in runs if setting in run.final]
+            rows = [(str(seed), [f.per_episode]) for seed, f in finals]
+            if len(finals) > 1:
+                rows.append(("all", [f.per_episode for _, f in finals]))
+            for label, parts in rows:
+                values = []
+                for b in budgets:
+                    outcomes = [x for part in parts if b in part for x in part[b]]
+                    if not outcomes:
+                        values.append("-")
+                        continue
+                    p = float(np.mean(outcomes))
+                    values.append(f"{p:.2f} ± {math.sqrt(p * (1 - p) / len(outcomes)):.2f}")
+                count = sum(len(next(iter(part.values()))) for part in parts)
+                lines.append(f"| {agent} | {label} | {setting} | {count} | " + " | ".join(values) + " |")
+    return lines
+
+
+def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[str, str, str, list[tuple[list[float], list[float]]]]]:
+    """(first, second, setting, [(first's outcomes, second's) per seed]) for each comparison on shared initial states:
+    each budget agent's budgets against its budget 0, then its budget 0 against every other agent's."""
+    comparisons = []
+    budget_agents = [agent for agent, runs in groups.items() if runs[0].uses_budgets]
+    for setting in final_settings(groups):
+        for agent in budget_agents:
+            finals = [run.final[setting] for run in groups[agent] if setting in run.final]
+            budgets = sorted({b for f in finals for b in f.per_episode if b})
+            for b in budgets:
+                pairs = [(f.per_episode[b], f.per_episode[0]) for f in finals if b in f.per_episode and 0 in f.per_episode]
+                comparisons.append((f"{agent} budget {b}", f"{agent} budget 0", setting, pairs))
+    for agent in budget_agents:
+        for other, runs in groups.items():
+            if other == agent:
+                continue
+            pairs = []
+            for run in groups[agent]:
+                twin = next((r for r in runs if r.seed == run.seed and TRAINED in r.final), None)
+                if TRAINED in run.final and twin is not None and twin.final[TRAINED].seed == run.final[TRAINED].seed:
+                    pairs.append((run.final[TRAINED].per_episode[0], twin.final[TRAINED].per_episode[0]))
+            if pairs:
+                comparisons.append((f"{agent} budget 0", other, TRAINED, pairs))
+    return comparisons
+
+
+def paired_table(groups: dict[str, list[Run]]) -> list[str]:
+    comparisons = paired_rows(groups)
+    if not comparisons:
+        return ["No finished run has a `final` evaluation yet (`python benchmarks/long_horizon.py final RESULTS_DIR`)."]
+    lines = ["| A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) |",
+             "|" + "---|" * 9]
+    for first, second, setting, pairs in comparisons:
+        a = np.concatenate([np.asarray(x, bool) for x, _ in pairs])
+        b = np.concatenate([np.asarray(y, bool) for _, y in pairs])
+        wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
+        lines.append(f"| {first} | {second} | {setting} | {len(pairs)} | {wins} | {losses} | {int(np.sum(a & b))} | "
+                     f"{int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} |")
+    return lines
+
+
 def save(figure: Figure, path: Path) -> None:
     with atomic_file(path) as handle:
         figure.savefig(handle, dpi=110, format="png")
@@ -374,6 +501,16 @@ def report(results_dir: Path, out_dir: Path) -> int:
               "Its two terms with the trained settings: the critic's value of the first action (`q_start`), then the "
               "discounted return.", "", *value_error_table(groups, "q_start", (TRAINED,)), "",
               *value_error_table(groups, "discounted_return", (TRAINED,)), ""]
+    if any(run.final for run in runs):
+        finals = [f for run in runs for f in run.final.values()]
+        seeds = sorted({f.seed - run.seed for run in runs for f in run.final.values()})
+        lines += [f"## The last checkpoint, {'/'.join(str(n) for n in sorted({f.episodes for f in finals}))} episodes",
+                  "", f"From the `final` evaluations: other initial states than the ones above (reset seeds "
+                  f"{'/'.join(map(str, seeds))} + the run's seed + episode). Success ± one standard error "
+                  "(binomial); `all` pools the seeds' episodes.", "", *final_table(groups), "",
+                  "Episode by episode: every budget, and every agent of one seed, starts episode i from the same "
+                  "state. `A only` counts the episodes A solved and B did not. The p-value is the exact two-sided "
+                  "sign test on those discordant episodes, pooled over the seeds.", "", *paired_table(groups), ""]
     text = "\n".join(lines)
     atomic_write_text(out_dir / "report.md", text)
     plot_learning(groups, out_dir / "learning_curves.png")
@@ -392,12 +529,21 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("results_dir", type=Path)
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a test-time field, as `vgf eval --set` takes it, e.g. vgf_lr=0.01 (none: the trained ones)")
+    fin = commands.add_parser("final", help="evaluate each finished run's last checkpoint with more episodes")
+    fin.add_argument("results_dir", type=Path)
+    fin.add_argument("--episodes", type=int, default=100)
+    fin.add_argument("--seed", type=int, default=1000,
+                     help="base reset seed, added to each run's seed (default 1000: away from the study's own)")
+    fin.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="a test-time field, as in `evaluate`")
     rep = commands.add_parser("report", help="tables and figures from the run directories")
     rep.add_argument("results_dir", type=Path)
     rep.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return evaluate(args.results_dir, args.overrides)
+    if args.command == "final":
+        return final(args.results_dir, args.episodes, args.seed, args.overrides)
     return report(args.results_dir, args.out_dir)
 
 

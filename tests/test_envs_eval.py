@@ -355,6 +355,25 @@ def test_a_discount_adds_the_discounted_return_and_each_aux_at_the_first_step():
     assert "discounted_return" not in evaluate(_CountdownEnv, policy, [0], episodes=2)[0]
 
 
+def test_per_episode_values_in_episode_order_for_each_budget():
+    def policy(obs, budgets, *_rows):
+        return np.zeros((len(obs), 1), np.float32), {"q": np.where(budgets == 0, 1.0, 3.0) * (1 + obs[:, 0])}
+
+    env_fn = partial(_CountdownEnv, with_success=True)
+    res = evaluate(env_fn, policy, [0, 7], episodes=5, seed=0, discount=0.5, per_episode=True)
+    for budget, first_q in ((0, 1.0), (7, 3.0)):  # lengths 1, 2, 3, 4, 1: success iff the length is even
+        assert res[budget]["per_episode"] == {
+            "success": [0.0, 1.0, 0.0, 1.0, 0.0], "return": [1.0, 2.0, 3.0, 4.0, 1.0], "length": [1, 2, 3, 4, 1],
+            "discounted_return": [1.0, 1.5, 1.75, 1.875, 1.0], "q_start": [first_q] * 5}
+        assert res[budget]["success"] == np.mean(res[budget]["per_episode"]["success"])
+    assert res == evaluate_sequential(env_fn, policy, [0, 7], episodes=5, seed=0, discount=0.5, per_episode=True)
+    with EnvPool(env_fn, workers=2) as pool:
+        assert res == evaluate(env_fn, policy, [0, 7], episodes=5, seed=0, discount=0.5, per_episode=True, envs=pool)
+    plain = evaluate(_CountdownEnv, policy, [0], episodes=2, per_episode=True)[0]["per_episode"]
+    assert set(plain) == {"return", "length"}  # no success reported, no discount: neither has a column
+    assert "per_episode" not in evaluate(env_fn, policy, [0], episodes=2)[0]
+
+
 def test_final_success_and_step_cap():
     def policy(obs, budgets, *_rows):
         return np.zeros((len(obs), 1), np.float32), {}

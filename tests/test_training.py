@@ -181,6 +181,9 @@ def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_pat
     # the critic's value of the first action against the discounted return (one-step episodes: the reward)
     first = still["results"]["0"]
     assert first["discounted_return"] == pytest.approx(first["return"]) and math.isfinite(first["q_start"])
+    # every episode's outcome, for comparisons episode by episode
+    assert len(first["per_episode"]["success"]) == 100 and np.mean(first["per_episode"]["success"]) == first["success"]
+    assert np.mean(first["per_episode"]["q_start"]) == pytest.approx(first["q_start"])
 
     capsys.readouterr()
     for setting, words in [

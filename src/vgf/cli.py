@@ -331,7 +331,8 @@ def cmd_eval(args) -> int:
     began = time.perf_counter()
     workers = env_workers(args.workers, task_spec(settings.task).max_episode_steps)
     with EnvPool(functools.partial(make_env, settings.task), workers=workers) as pool:
-        results = evaluate_agent(agent, settings.task, budgets, args.episodes, args.seed, pool, progress=True)
+        results = evaluate_agent(agent, settings.task, budgets, args.episodes, args.seed, pool, progress=True,
+                                 per_episode=True)
     elapsed = time.perf_counter() - began
     out_dir = Path(args.run_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,8 @@ every call. A policy may carry an attribute ``rows_per_call`` (its compiled batc
 evaluation are then cut in whole multiples of it, which spares padding.
 """
 
-EvalResults = dict[int, dict[str, float]]
+# {budget: {statistic: value}}; with per_episode=True also {'per_episode': {statistic: [one value per episode]}}
+EvalResults = dict[int, dict[str, float | dict[str, list[float]]]]
 
 
 WORKERS_VARIABLE = "VGF_ENV_WORKERS"
@@ -324,11 +325,13 @@ def _summarise(
     aux_sums: dict[str, np.ndarray],
     discounted: np.ndarray | None,
     aux_starts: dict[str, np.ndarray],
+    per_episode: bool = False,
 ) -> EvalResults:
     """Per-budget statistics from per-row totals laid out budget-major (row j * episodes + i).
 
     With `discounted` (per-row discounted returns), also the discounted return and each aux at the first step.
     Success is reported only when some episode's env reported one (NaN marks those that did not, and count as 0).
+    With `per_episode`, each budget's stats also hold the per-episode values under `'per_episode'`.
     """
     reported = not np.isnan(success).all()
     success = np.nan_to_num(success, nan=0.0)
@@ -348,6 +351,11 @@ def _summarise(
         if discounted is not None:
             stats["discounted_return"] = float(np.mean(discounted[rows]))
             stats |= {f"{key}_start": float(np.mean(starts[rows])) for key, starts in aux_starts.items()}
+        if per_episode:
+            columns = ({"success": success} if reported else {}) | {"return": returns, "length": lengths}
+            if discounted is not None:
+                columns |= {"discounted_return": discounted} | {f"{key}_start": v for key, v in aux_starts.items()}
+            stats["per_episode"] = {name: values[rows].tolist() for name, values in columns.items()}
         results[budget] = stats
     return results
 
@@ -362,6 +370,7 @@ def evaluate(
     progress: bool = False,
     envs: EnvPool | None = None,
     discount: float | None = None,
+    per_episode: bool = False,
 ) -> EvalResults:
     """Evaluate ``policy`` at every transport budget, all episodes of all budgets stepped as one batch.
 
@@ -379,6 +388,10 @@ def evaluate(
             ``sum_t discount^t r_t``) and, for each ``aux`` key, ``'<key>_start'``: its mean at the episodes' first
             step. With ``aux['q']``, the critic's value of the played action, ``q_start - discounted_return`` is the
             critic's value error at the initial states (its overestimation, when positive).
+        per_episode: each budget's stats also get ``'per_episode'``: a list per statistic (``'success'``,
+            ``'return'``, ``'length'``, and with a discount ``'discounted_return'`` and ``'<key>_start'``) of each
+            episode's value, in episode order. Episode ``i`` starts from the same state at every budget, so budgets
+            (and agents evaluated with the same seed) can be compared episode by episode.
 
     Returns:
         ``{budget: stats}`` with ``'success'`` (mean over episodes of the final ``info['success']``, 0 where absent;
@@ -396,7 +409,7 @@ def evaluate(
         if isinstance(backend, _LocalEnvs):
             spec_limit = getattr(getattr(backend.envs[0], "spec", None), "max_episode_steps", None)
         return _run_batched(backend, num, policy, budget_list, episodes, seed, max_episode_steps, progress, spec_limit,
-                            discount)
+                            discount, per_episode)
     finally:
         if envs is None:
             pool.close()
@@ -425,6 +438,7 @@ def _run_batched(
     progress: bool,
     spec_limit: int | None,
     discount: float | None = None,
+    per_episode: bool = False,
 ) -> EvalResults:
     obs = backend.reset([seed + (r % episodes) for r in range(num)]).astype(np.float32)
     budget_arr = np.repeat(np.asarray(budget_list, dtype=np.int32), episodes)
@@ -495,7 +509,7 @@ def _run_batched(
         if bar is not None:
             bar.close()
     return _summarise(budget_list, episodes, success, returns, lengths, aux_sums,
-                      None if discount is None else discounted, aux_starts)
+                      None if discount is None else discounted, aux_starts, per_episode)
 
 
 def evaluate_sequential(
@@ -506,6 +520,7 @@ def evaluate_sequential(
     seed: int = 0,
     max_episode_steps: int | None = None,
     discount: float | None = None,
+    per_episode: bool = False,
 ) -> EvalResults:
     """The plain reference loop: one env, one episode at a time, batch-1 policy calls.
 
@@ -547,4 +562,4 @@ def evaluate_sequential(
     finally:
         env.close()
     return _summarise(budget_list, episodes, success, returns, lengths, aux_sums,
-                      None if discount is None else discounted, aux_starts)
+                      None if discount is None else discounted, aux_starts, per_episode)

@@ -212,12 +212,14 @@ def eval_record_name(step: int, seed: int, settings: dict[str, Any]) -> str:
     return f"budgets_step{step}{seed_part}{settings_suffix(settings)}.json"
 
 
-def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False):
+def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False,
+                   per_episode: bool = False):
     """Success rate, return and displacement per transport budget, all budgets in one batched pass.
 
     D4RL tasks also get `normalized_score`: D4RL's normalised score of the mean return. An agent with a discount gets
     the discounted return and, where it reports the critic's value of its actions, that value at the first step
-    (`q_start`): their difference is the critic's value error at the initial states.
+    (`q_start`): their difference is the critic's value error at the initial states. `per_episode`: each budget's
+    stats also hold every episode's values (`vgf.evaluation.evaluate`).
     """
     results = evaluate(
         functools.partial(make_env, task),
@@ -228,6 +230,7 @@ def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool
         envs=pool,
         progress=progress,
         discount=getattr(agent.config, "discount", None),
+        per_episode=per_episode,
     )
     reference = task_spec(task).d4rl_reference
     if reference is not None:
