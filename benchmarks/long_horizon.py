@@ -4,17 +4,17 @@ Two steps, both resumable and both reading only run directories:
 
     python benchmarks/long_horizon.py evaluate RESULTS_DIR --set vgf_lr=0.01   # every kept checkpoint, once
     python benchmarks/long_horizon.py evaluate RESULTS_DIR                     # the same with the trained settings
-    python benchmarks/long_horizon.py final RESULTS_DIR --episodes 100       # finished runs' last checkpoints, more episodes
+    python benchmarks/long_horizon.py confirm RESULTS_DIR --episodes 100     # last checkpoints again, more episodes
     python benchmarks/long_horizon.py report RESULTS_DIR OUT_DIR              # tables and figures, unfinished runs too
 
 `evaluate` runs `vgf eval RUN --step N [--set ...]` on each kept checkpoint that is one of the run's evaluation
 steps and has no such record yet, at the run's own evaluation budgets, episodes and seed, so each record pairs with
 the evaluation made during training. With `--set` it evaluates the budget agents (VGF); without, every agent, with
 its trained settings: that evaluation repeats the one made while training, and adds the critic's value error at the
-initial states (`vgf eval` records `q_start` and `discounted_return`). `final` evaluates each finished run's last
-checkpoint once more with more episodes, from other initial states (reset seeds `--seed` + the run's seed + i): the
-study's final comparison, with its standard errors and, since every budget and every agent of a seed starts episode i
-from the same state, comparisons episode by episode (exact sign tests). `report` writes `report.md` (how far each run
+initial states (`vgf eval` records `q_start` and `discounted_return`). `confirm` evaluates each finished run's last
+checkpoint (or the kept checkpoints of `--steps`) again with more episodes, from other initial states (reset seeds
+`--seed` + the run's seed + i): readings with standard errors and, since every budget and every agent of a seed starts
+episode i from the same state, comparisons episode by episode (exact sign tests). `report` writes `report.md` (how far each run
 got, success over training per agent, VGF's success over updates x budget at each step size, the critic's training
 and held-out losses, mean Q and value error), `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`,
 and prints the markdown. Figures are means over the seeds that reached each step; the tables give every seed.
@@ -45,13 +45,12 @@ TRAINED = "trained"  # the setting label of evaluations with the run's own test-
 
 
 @dataclass
-class Final:
-    """A run's last checkpoint evaluated with more episodes (`final`): success per budget and of each episode."""
+class Confirmation:
+    """A kept checkpoint evaluated again with more episodes, from other initial states (`confirm`)."""
 
     seed: int  # the evaluation's base reset seed
     episodes: int
-    success: dict[int, float]
-    per_episode: dict[int, list[float]]
+    per_episode: dict[int, list[float]]  # budget -> each episode's success
 
 
 @dataclass
@@ -72,7 +71,8 @@ class Run:
     # (setting or TRAINED, step) -> budget -> {q_start: the critic's value of the first action, discounted_return,
     # value_error: their difference}
     start_values: dict[tuple[str, int], dict[int, dict[str, float]]] = field(default_factory=dict)
-    final: dict[str, Final] = field(default_factory=dict)  # setting or TRAINED -> the `final` evaluation
+    # (setting or TRAINED, step) -> the `confirm` evaluation (of the records with other seeds, the last by file name)
+    confirmations: dict[tuple[str, int], Confirmation] = field(default_factory=dict)
 
     @property
     def uses_budgets(self) -> bool:
@@ -112,10 +112,10 @@ def read_runs(results_dir: Path) -> list[Run]:
         for record_path in sorted((path / "eval").glob("budgets_step*.json")):
             record = json.loads(record_path.read_text())
             setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
-            if record["seed"] != run.seed:  # other initial states: a `final` evaluation, or not this study's
-                if record["step"] == run.steps and all("per_episode" in r for r in record["results"].values()):
-                    run.final[setting or TRAINED] = Final(
-                        record["seed"], record["episodes"], {int(b): r["success"] for b, r in record["results"].items()},
+            if record["seed"] != run.seed:  # other initial states: a `confirm` evaluation, or not this study's
+                if all("success" in r.get("per_episode", {}) for r in record["results"].values()):
+                    run.confirmations[(setting or TRAINED, record["step"])] = Confirmation(
+                        record["seed"], record["episodes"],
                         {int(b): r["per_episode"]["success"] for b, r in record["results"].items()})
                 continue
             if setting:  # the trained settings' success is in the metrics, from the evaluation made while training
@@ -167,30 +167,32 @@ def evaluate(results_dir: Path, overrides: list[str]) -> int:
     return 1 if failed else 0
 
 
-def final(results_dir: Path, episodes: int, seed: int, overrides: list[str]) -> int:
-    """`vgf eval --step LAST --episodes N --seed SEED+run seed [--set ...]` on each finished run, once: of every budget
-    agent with `overrides`, of every agent without."""
+def confirm(results_dir: Path, episodes: int, seed: int, steps: list[int], overrides: list[str]) -> int:
+    """`vgf eval --step N --episodes E --seed SEED+run seed [--set ...]` once on each kept checkpoint of `steps` (none:
+    each run's last), of every budget agent with `overrides`, of every agent without."""
     if episodes <= 0 or seed <= 0:
         raise ValueError(f"--episodes and --seed must be positive (seed 0 + the run's seed repeats the study's initial "
                          f"states), got {episodes} and {seed}")
-    done = failed = unfinished = 0
+    done = failed = missing = 0
     for run in read_runs(results_dir):
         if overrides and not run.uses_budgets:
             continue
-        if run.steps not in {step for step, _ in list_checkpoints(run.path / "checkpoints")}:
-            unfinished += 1
-            continue
+        kept = {step for step, _ in list_checkpoints(run.path / "checkpoints")}
         settings = applied(overrides, run)
-        if (run.path / "eval" / eval_record_name(run.steps, seed + run.seed, settings)).exists():
-            continue
-        argv = ["eval", str(run.path), "--step", str(run.steps), "--vgf-steps", ",".join(map(str, run.budgets)),
-                "--episodes", str(episodes), "--seed", str(seed + run.seed)]
-        for item in overrides:
-            argv += ["--set", item]
-        print(f"{run.path.name}: step {run.steps}, {episodes} episodes{settings_suffix(settings)}", flush=True)
-        code = vgf_main(argv)
-        done, failed = done + (code == 0), failed + (code != 0)
-    print(f"{done} evaluation(s) written, {failed} failed, {unfinished} run(s) not finished yet")
+        for step in steps or [run.steps]:
+            if step not in kept:
+                missing += 1
+                continue
+            if (run.path / "eval" / eval_record_name(step, seed + run.seed, settings)).exists():
+                continue
+            argv = ["eval", str(run.path), "--step", str(step), "--vgf-steps", ",".join(map(str, run.budgets)),
+                    "--episodes", str(episodes), "--seed", str(seed + run.seed)]
+            for item in overrides:
+                argv += ["--set", item]
+            print(f"{run.path.name}: step {step}, {episodes} episodes{settings_suffix(settings)}", flush=True)
+            code = vgf_main(argv)
+            done, failed = done + (code == 0), failed + (code != 0)
+    print(f"{done} evaluation(s) written, {failed} failed, {missing} checkpoint(s) not reached or not kept")
     return 1 if failed else 0
 
 
@@ -320,74 +322,73 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def final_settings(groups: dict[str, list[Run]]) -> list[str]:
-    return sorted({setting for runs in groups.values() for run in runs for setting in run.final},
-                  key=lambda s: (s != TRAINED, s))
+def confirmed(groups: dict[str, list[Run]]) -> list[tuple[int, str]]:
+    """The (step, setting) pairs with a `confirm` evaluation, the trained settings first at each step."""
+    return sorted({(step, setting) for runs in groups.values() for run in runs for setting, step in run.confirmations},
+                  key=lambda pair: (pair[0], pair[1] != TRAINED, pair[1]))
 
 
-def final_table(groups: dict[str, list[Run]]) -> list[str]:
-    """Success ± its standard error per run and pooled over each agent's seeds, per setting and budget."""
-    budgets = sorted({b for runs in groups.values() for run in runs for final in run.final.values() for b in final.success})
-    lines = ["| agent | seed | setting | episodes | " + " | ".join(f"budget {b}" for b in budgets) + " |",
-             "|" + "---|" * (len(budgets) + 4)]
-    for setting in final_settings(groups):
+def confirm_table(groups: dict[str, list[Run]]) -> list[str]:
+    """Success ± its standard error per run and pooled over each agent's seeds, per step, setting and budget."""
+    budgets = sorted({b for runs in groups.values() for run in runs for c in run.confirmations.values()
+                      for b in c.per_episode})
+    lines = ["| updates | agent | seed | setting | episodes | " + " | ".join(f"budget {b}" for b in budgets) + " |",
+             "|" + "---|" * (len(budgets) + 5)]
+    for step, setting in confirmed(groups):
         for agent, runs in groups.items():
-            finals = [(run.seed, run.final[setting]) for run in runs if setting in run.final]
-            rows = [(str(seed), [f.per_episode]) for seed, f in finals]
-            if len(finals) > 1:
-                rows.append(("all", [f.per_episode for _, f in finals]))
-            for label, parts in rows:
+            found = [(str(run.seed), [run.confirmations[(setting, step)]]) for run in runs
+                     if (setting, step) in run.confirmations]
+            if len(found) > 1:
+                found.append(("all", [c for _, (c,) in found]))
+            for label, parts in found:
                 values = []
                 for b in budgets:
-                    outcomes = [x for part in parts if b in part for x in part[b]]
-                    if not outcomes:
-                        values.append("-")
-                        continue
-                    p = float(np.mean(outcomes))
-                    values.append(f"{p:.2f} ± {math.sqrt(p * (1 - p) / len(outcomes)):.2f}")
-                count = sum(len(next(iter(part.values()))) for part in parts)
-                lines.append(f"| {agent} | {label} | {setting} | {count} | " + " | ".join(values) + " |")
+                    outcomes = [x for c in parts for x in c.per_episode.get(b, [])]
+                    p = float(np.mean(outcomes)) if outcomes else math.nan
+                    values.append(f"{p:.2f} ± {math.sqrt(p * (1 - p) / len(outcomes)):.2f}" if outcomes else "-")
+                count = sum(c.episodes for c in parts)
+                lines.append(f"| {step} | {agent} | {label} | {setting} | {count} | " + " | ".join(values) + " |")
     return lines
 
 
-def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[str, str, str, list[tuple[list[float], list[float]]]]]:
-    """(first, second, setting, [(first's outcomes, second's) per seed]) for each comparison on shared initial states:
-    each budget agent's budgets against its budget 0, then its budget 0 against every other agent's."""
+Pairs = list[tuple[list[float], list[float]]]  # (A's outcomes, B's) over the same initial states, one pair per seed
+
+
+def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs]]:
+    """(step, A, B, setting, pairs) for each comparison on shared initial states: each budget agent's budgets against
+    its budget 0, then, with the trained settings, its budget 0 against every other agent of the same seed."""
     comparisons = []
     budget_agents = [agent for agent, runs in groups.items() if runs[0].uses_budgets]
-    for setting in final_settings(groups):
+    for step, setting in confirmed(groups):
         for agent in budget_agents:
-            finals = [run.final[setting] for run in groups[agent] if setting in run.final]
-            budgets = sorted({b for f in finals for b in f.per_episode if b})
-            for b in budgets:
-                pairs = [(f.per_episode[b], f.per_episode[0]) for f in finals if b in f.per_episode and 0 in f.per_episode]
-                comparisons.append((f"{agent} budget {b}", f"{agent} budget 0", setting, pairs))
-    for agent in budget_agents:
-        for other, runs in groups.items():
-            if other == agent:
-                continue
-            pairs = []
-            for run in groups[agent]:
-                twin = next((r for r in runs if r.seed == run.seed and TRAINED in r.final), None)
-                if TRAINED in run.final and twin is not None and twin.final[TRAINED].seed == run.final[TRAINED].seed:
-                    pairs.append((run.final[TRAINED].per_episode[0], twin.final[TRAINED].per_episode[0]))
-            if pairs:
-                comparisons.append((f"{agent} budget 0", other, TRAINED, pairs))
+            found = [run.confirmations[(setting, step)] for run in groups[agent] if (setting, step) in run.confirmations]
+            for b in sorted({b for c in found for b in c.per_episode if b}):
+                pairs = [(c.per_episode[b], c.per_episode[0]) for c in found if b in c.per_episode and 0 in c.per_episode]
+                comparisons.append((step, f"{agent} budget {b}", f"{agent} budget 0", setting, pairs))
+        if setting != TRAINED:
+            continue
+        for agent in budget_agents:
+            for other in groups:
+                pairs = []
+                for run in groups[agent] if other != agent else []:
+                    mine = run.confirmations.get((TRAINED, step))
+                    twin = next((r.confirmations.get((TRAINED, step)) for r in groups[other] if r.seed == run.seed), None)
+                    if mine is not None and twin is not None and mine.seed == twin.seed:
+                        pairs.append((mine.per_episode[0], twin.per_episode[0]))
+                if pairs:
+                    comparisons.append((step, f"{agent} budget 0", other, TRAINED, pairs))
     return comparisons
 
 
 def paired_table(groups: dict[str, list[Run]]) -> list[str]:
-    comparisons = paired_rows(groups)
-    if not comparisons:
-        return ["No finished run has a `final` evaluation yet (`python benchmarks/long_horizon.py final RESULTS_DIR`)."]
-    lines = ["| A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) |",
-             "|" + "---|" * 9]
-    for first, second, setting, pairs in comparisons:
+    lines = ["| updates | A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) |",
+             "|" + "---|" * 10]
+    for step, first, second, setting, pairs in paired_rows(groups):
         a = np.concatenate([np.asarray(x, bool) for x, _ in pairs])
         b = np.concatenate([np.asarray(y, bool) for _, y in pairs])
         wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
-        lines.append(f"| {first} | {second} | {setting} | {len(pairs)} | {wins} | {losses} | {int(np.sum(a & b))} | "
-                     f"{int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} |")
+        lines.append(f"| {step} | {first} | {second} | {setting} | {len(pairs)} | {wins} | {losses} | "
+                     f"{int(np.sum(a & b))} | {int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} |")
     return lines
 
 
@@ -501,13 +502,11 @@ def report(results_dir: Path, out_dir: Path) -> int:
               "Its two terms with the trained settings: the critic's value of the first action (`q_start`), then the "
               "discounted return.", "", *value_error_table(groups, "q_start", (TRAINED,)), "",
               *value_error_table(groups, "discounted_return", (TRAINED,)), ""]
-    if any(run.final for run in runs):
-        finals = [f for run in runs for f in run.final.values()]
-        seeds = sorted({f.seed - run.seed for run in runs for f in run.final.values()})
-        lines += [f"## The last checkpoint, {'/'.join(str(n) for n in sorted({f.episodes for f in finals}))} episodes",
-                  "", f"From the `final` evaluations: other initial states than the ones above (reset seeds "
-                  f"{'/'.join(map(str, seeds))} + the run's seed + episode). Success ± one standard error "
-                  "(binomial); `all` pools the seeds' episodes.", "", *final_table(groups), "",
+    if any(run.confirmations for run in runs):
+        seeds = sorted({c.seed - run.seed for run in runs for c in run.confirmations.values()})
+        lines += ["## Again with more episodes", "", "From the `confirm` evaluations: other initial states than the "
+                  f"ones above (reset seeds {'/'.join(map(str, seeds))} + the run's seed + episode). Success ± one "
+                  "standard error (binomial); `all` pools the seeds' episodes.", "", *confirm_table(groups), "",
                   "Episode by episode: every budget, and every agent of one seed, starts episode i from the same "
                   "state. `A only` counts the episodes A solved and B did not. The p-value is the exact two-sided "
                   "sign test on those discordant episodes, pooled over the seeds.", "", *paired_table(groups), ""]
@@ -529,12 +528,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("results_dir", type=Path)
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a test-time field, as `vgf eval --set` takes it, e.g. vgf_lr=0.01 (none: the trained ones)")
-    fin = commands.add_parser("final", help="evaluate each finished run's last checkpoint with more episodes")
-    fin.add_argument("results_dir", type=Path)
-    fin.add_argument("--episodes", type=int, default=100)
-    fin.add_argument("--seed", type=int, default=1000,
+    con = commands.add_parser("confirm", help="evaluate kept checkpoints again with more episodes")
+    con.add_argument("results_dir", type=Path)
+    con.add_argument("--episodes", type=int, default=100)
+    con.add_argument("--seed", type=int, default=1000,
                      help="base reset seed, added to each run's seed (default 1000: away from the study's own)")
-    fin.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    con.add_argument("--steps", type=lambda text: [int(x) for x in text.split(",")], default=[],
+                     help="kept checkpoints to evaluate, e.g. 30000,100000 (default: each run's last)")
+    con.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="a test-time field, as in `evaluate`")
     rep = commands.add_parser("report", help="tables and figures from the run directories")
     rep.add_argument("results_dir", type=Path)
@@ -542,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return evaluate(args.results_dir, args.overrides)
-    if args.command == "final":
-        return final(args.results_dir, args.episodes, args.seed, args.overrides)
+    if args.command == "confirm":
+        return confirm(args.results_dir, args.episodes, args.seed, args.steps, args.overrides)
     return report(args.results_dir, args.out_dir)
 
 

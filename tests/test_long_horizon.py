@@ -48,30 +48,30 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     at_20 = next(row for row in trained if row["step"] == 20)
     assert [again[b]["success"] for b in ("0", "8")] == [at_20["eval/budget_0/success"], at_20["eval/budget_8/success"]]
 
-    # the last checkpoints once more, with more episodes from other initial states
-    assert study.main(["final", str(results), "--episodes", "30", "--seed", "100"]) == 0
-    assert "2 evaluation(s) written, 0 failed, 0 run(s) not finished yet" in capsys.readouterr().out
+    # the last checkpoints again, with more episodes from other initial states, then step 10 too
+    assert study.main(["confirm", str(results), "--episodes", "30", "--seed", "100"]) == 0
+    assert "2 evaluation(s) written, 0 failed, 0 checkpoint(s) not reached or not kept" in capsys.readouterr().out
     last = json.loads((results / "vgf-s1" / "eval" / "budgets_step20-seed101.json").read_text())
     assert (last["step"], last["episodes"]) == (20, 30)
     outcomes = {b: last["results"][str(b)]["per_episode"]["success"] for b in (0, 8)}
     bc_outcomes = json.loads((results / "bc-s1" / "eval" / "budgets_step20-seed101.json").read_text())[
         "results"]["0"]["per_episode"]["success"]
-    assert study.main(["final", str(results), "--episodes", "30", "--seed", "100"]) == 0
-    assert "0 evaluation(s) written" in capsys.readouterr().out
+    assert study.main(["confirm", str(results), "--episodes", "30", "--seed", "100", "--steps", "10,15,20"]) == 0
+    assert "2 evaluation(s) written, 0 failed, 2 checkpoint(s) not reached or not kept" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--episodes and --seed must be positive"):
-        study.main(["final", str(results), "--seed", "0"])
+        study.main(["confirm", str(results), "--seed", "0"])
 
     out = tmp_path / "report"
     assert study.main(["report", str(results), str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "## The last checkpoint, 30 episodes\n" in text
+    assert "## Again with more episodes\n" in text and "| 10 | vgf | 1 | trained | 30 |" in text
     p0, p8 = (sum(outcomes[b]) / 30 for b in (0, 8))
-    assert f"| vgf | 1 | trained | 30 | {p0:.2f} ± {(p0 * (1 - p0) / 30) ** 0.5:.2f} | {p8:.2f} ± " in text
+    assert f"| 20 | vgf | 1 | trained | 30 | {p0:.2f} ± {(p0 * (1 - p0) / 30) ** 0.5:.2f} | {p8:.2f} ± " in text
     wins = sum(a > b for a, b in zip(outcomes[8], outcomes[0]))
     losses = sum(a < b for a, b in zip(outcomes[8], outcomes[0]))
-    assert f"| vgf budget 8 | vgf budget 0 | trained | 1 | {wins} | {losses} |" in text
+    assert f"| 20 | vgf budget 8 | vgf budget 0 | trained | 1 | {wins} | {losses} |" in text
     wins = sum(a > b for a, b in zip(outcomes[0], bc_outcomes))
-    assert f"| vgf budget 0 | bc | trained | 1 | {wins} |" in text
+    assert f"| 20 | vgf budget 0 | bc | trained | 1 | {wins} |" in text
     assert "| vgf-s1 | 20 | 20 | 20 |" in text
     assert "## VGF: success over updates x budget, vgf_lr 0.0\n" in text
     assert f"| 20 | {at_20['eval/budget_0/success']:.2f} | {at_20['eval/budget_8/success']:.2f} |" in text
