@@ -5,6 +5,7 @@ Two steps, both resumable and both reading only run directories:
     python benchmarks/long_horizon.py evaluate RESULTS_DIR --set vgf_lr=0.01   # every kept checkpoint, once
     python benchmarks/long_horizon.py evaluate RESULTS_DIR                     # the same with the trained settings
     python benchmarks/long_horizon.py confirm RESULTS_DIR --episodes 100     # last checkpoints again, more episodes
+    python benchmarks/long_horizon.py probe RESULTS_DIR                       # what the transport does, held-out states
     python benchmarks/long_horizon.py report RESULTS_DIR OUT_DIR              # tables and figures, unfinished runs too
 
 `evaluate` runs `vgf eval RUN --step N [--set ...]` on each kept checkpoint that is one of the run's evaluation
@@ -14,7 +15,10 @@ its trained settings: that evaluation repeats the one made while training, and a
 initial states (`vgf eval` records `q_start` and `discounted_return`). `confirm` evaluates each finished run's last
 checkpoint (or the kept checkpoints of `--steps`) again with more episodes, from other initial states (reset seeds
 `--seed` + the run's seed + i): readings with standard errors and, since every budget and every agent of a seed starts
-episode i from the same state, comparisons episode by episode (exact sign tests). `report` writes `report.md` (how far each run
+episode i from the same state, comparisons episode by episode (exact sign tests). `probe` looks at what the transport
+does on held-out states (the task's validation file) at each kept evaluation step of the budget agents: the critic's
+value of the action played at each budget, how much its ensemble members disagree there, and how far that action lies
+from the dataset's action at the state, beside the same at the dataset's actions. `report` writes `report.md` (how far each run
 got, success over training per agent, VGF's success over updates x budget at each step size, the critic's training
 and held-out losses, mean Q and value error), `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`,
 and prints the markdown. Figures are means over the seeds that reached each step; the tables give every seed.
@@ -23,6 +27,7 @@ and prints the markdown. Figures are means over the seeds that reached each step
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -30,15 +35,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vgf.agents import config_from_dict, get_agent, typed_values
+from vgf.agents import config_from_dict, get_agent, typed_values, with_test_time_settings
+from vgf.core.transport import aggregate_ensemble
+from vgf.data import load_task_datasets
 from vgf.cli import main as vgf_main
 from vgf.cli import override
 from vgf.files import atomic_file, atomic_write_text
-from vgf.training import eval_record_name, list_checkpoints, settings_suffix
+from vgf.training import eval_record_name, list_checkpoints, load_run, settings_suffix
 
 HEALTH = ("train/critic_loss", "val/critic_loss", "train/q_mean", "val/q_mean")
 TRAINED = "trained"  # the setting label of evaluations with the run's own test-time settings
@@ -73,6 +82,8 @@ class Run:
     start_values: dict[tuple[str, int], dict[int, dict[str, float]]] = field(default_factory=dict)
     # (setting or TRAINED, step) -> the `confirm` evaluation (of the records with other seeds, the last by file name)
     confirmations: dict[tuple[str, int], Confirmation] = field(default_factory=dict)
+    # (setting or TRAINED, step) -> "data" or budget -> the `probe` means (q, q_std, distance_to_data, displacement)
+    probes: dict[tuple[str, int], dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def uses_budgets(self) -> bool:
@@ -125,6 +136,10 @@ def read_runs(results_dir: Path) -> list[Run]:
                       for b, r in record["results"].items() if "q_start" in r and "discounted_return" in r}
             if values:
                 run.start_values[(setting or TRAINED, record["step"])] = values
+        for record_path in sorted((path / "eval").glob("probe_step*.json")):
+            record = json.loads(record_path.read_text())
+            setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
+            run.probes[(setting or TRAINED, record["step"])] = record["results"]
         runs.append(run)
     if not runs:
         raise FileNotFoundError(f"{results_dir} holds no run directory (a folder with config.json)")
@@ -194,6 +209,64 @@ def confirm(results_dir: Path, episodes: int, seed: int, steps: list[int], overr
             done, failed = done + (code == 0), failed + (code != 0)
     print(f"{done} evaluation(s) written, {failed} failed, {missing} checkpoint(s) not reached or not kept")
     return 1 if failed else 0
+
+
+PROBE_SEED = 0  # the held-out states and the reference's noise: the same at every checkpoint
+
+
+@functools.partial(jax.jit, static_argnames=("budgets",))
+def transport_probe(agent, observations, dataset_actions, key, budgets: tuple[int, ...]) -> dict:
+    """Means over the states of what acting at each budget plays: the critic's value (its acting aggregate), the
+    ensemble's standard deviation there (where its members disagree, the critic knows least), the distance from the
+    dataset's action at the state and from the reference sample the particle started as; 'data': the first two at
+    the dataset's actions. All budgets move the same reference particles."""
+    cfg = agent.config
+
+    def critic_view(actions):
+        q = agent.q_values(observations, actions)
+        return {"q": aggregate_ensemble(q, cfg.select_q_agg).mean(), "q_std": q.std(axis=0).mean()}
+
+    sample_key, select_key = jax.random.split(key)
+    reference = agent.sample_reference(observations, sample_key, cfg.num_particles)
+    results = {"data": critic_view(dataset_actions)}
+    for budget in budgets:
+        actions, aux = agent.act_from_reference(observations, reference, select_key, max_steps=budget)
+        results[str(budget)] = critic_view(actions) | {
+            "distance_to_data": jnp.linalg.norm(actions - dataset_actions, axis=-1).mean(),
+            "displacement": aux["displacement"].mean()}
+    return results
+
+
+def probe(results_dir: Path, states: int, overrides: list[str]) -> int:
+    """`transport_probe` on `states` validation states at each kept evaluation step of every budget agent, once."""
+    done = 0
+    held_out = {}
+    for run in read_runs(results_dir):
+        if not run.uses_budgets:
+            continue
+        settings = applied(overrides, run)
+        for step, _ in list_checkpoints(run.path / "checkpoints"):
+            out = run.path / "eval" / f"probe_step{step}{settings_suffix(settings)}.json"
+            if step == 0 or (step % run.eval_every and step != run.steps) or out.exists():
+                continue
+            run_settings, agent, _ = load_run(run.path, step)
+            if run.task not in held_out:
+                validation = load_task_datasets(run.task, run_settings.data_dir)[1]
+                if validation is None:
+                    raise ValueError(f"{run.task} has no validation split to probe the transport on")
+                rows = np.random.default_rng(PROBE_SEED).choice(validation.size, min(states, validation.size),
+                                                               replace=False)
+                held_out[run.task] = (jnp.asarray(validation.observations[rows]), jnp.asarray(validation.actions[rows]))
+            agent = with_test_time_settings(run.agent, agent, settings)
+            found = transport_probe(agent, *held_out[run.task], jax.random.PRNGKey(PROBE_SEED), run.budgets)
+            record = {"step": step, "states": int(held_out[run.task][0].shape[0]), "test_time_settings": settings,
+                      "results": jax.tree_util.tree_map(float, found)}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, json.dumps(record, indent=2))
+            print(f"{run.path.name}: step {step}{settings_suffix(settings)} probed", flush=True)
+            done += 1
+    print(f"{done} probe(s) written")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -309,6 +382,23 @@ def value_error_table(groups: dict[str, list[Run]], quantity: str, settings: tup
     for step in steps:
         values = [cell(start_values(groups[agent], setting, step, budget, quantity)) for agent, setting, budget in columns]
         lines.append(f"| {step} | " + " | ".join(values) + " |")
+    return lines
+
+
+def probe_table(runs: list[Run]) -> list[str]:
+    """Per probed (step, setting): the dataset's actions, then each budget's played action, as the critic sees them."""
+    keys = sorted({key for run in runs for key in run.probes}, key=lambda key: (key[1], key[0] != TRAINED, key[0]))
+    budgets = sorted({b for run in runs for b in run.budgets})
+    columns = [("data", "q"), *((str(b), "q") for b in budgets), ("data", "q_std"), *((str(b), "q_std") for b in budgets),
+               *((str(b), "distance_to_data") for b in budgets)]
+    names = {"q": "Q", "q_std": "ensemble std", "distance_to_data": "distance to data"}
+    lines = ["| updates | setting | " + " | ".join(
+        f"{names[quantity]}, {'data' if where == 'data' else 'budget ' + where}" for where, quantity in columns) + " |",
+        "|" + "---|" * (len(columns) + 2)]
+    for setting, step in keys:
+        values = [cell([run.probes[(setting, step)].get(where, {}).get(quantity) if (setting, step) in run.probes
+                        else None for run in runs]) for where, quantity in columns]
+        lines.append(f"| {step} | {setting} | " + " | ".join(values) + " |")
     return lines
 
 
@@ -502,6 +592,13 @@ def report(results_dir: Path, out_dir: Path) -> int:
               "Its two terms with the trained settings: the critic's value of the first action (`q_start`), then the "
               "discounted return.", "", *value_error_table(groups, "q_start", (TRAINED,)), "",
               *value_error_table(groups, "discounted_return", (TRAINED,)), ""]
+    if any(run.probes for run in vgf_runs):
+        lines += ["## What the transport does, on held-out states", "",
+                  "From the `probe` records, on validation states (the same ones at every checkpoint): "
+                  "the critic's value of the dataset's action and of the action played at each budget, its ensemble's "
+                  "standard deviation there (where the members disagree, the critic has least to go on), and the "
+                  "played action's distance from the dataset's action (actions lie in [-1, 1]^A).", "",
+                  *probe_table(vgf_runs), ""]
     if any(run.confirmations for run in runs):
         seeds = sorted({c.seed - run.seed for run in runs for c in run.confirmations.values()})
         lines += ["## Again with more episodes", "", "From the `confirm` evaluations: other initial states than the "
@@ -537,12 +634,19 @@ def main(argv: list[str] | None = None) -> int:
                      help="kept checkpoints to evaluate, e.g. 30000,100000 (default: each run's last)")
     con.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="a test-time field, as in `evaluate`")
+    pro = commands.add_parser("probe", help="what the transport does on held-out states, at each kept checkpoint")
+    pro.add_argument("results_dir", type=Path)
+    pro.add_argument("--states", type=int, default=2048, help="validation states to probe (default 2048)")
+    pro.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="a test-time field, as in `evaluate`")
     rep = commands.add_parser("report", help="tables and figures from the run directories")
     rep.add_argument("results_dir", type=Path)
     rep.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return evaluate(args.results_dir, args.overrides)
+    if args.command == "probe":
+        return probe(args.results_dir, args.states, args.overrides)
     if args.command == "confirm":
         return confirm(args.results_dir, args.episodes, args.seed, args.steps, args.overrides)
     return report(args.results_dir, args.out_dir)

@@ -23,7 +23,7 @@ def study():
     return module
 
 
-def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, capsys):
+def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"
     for agent in ("vgf", "bc"):  # the study's checkpointing: often for resuming, the evaluation steps kept
         train(TrainSettings(agent=agent, task="bandit", preset="bandit", run_dir=str(results / f"{agent}-s1"),
@@ -61,9 +61,22 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     with pytest.raises(ValueError, match="--episodes and --seed must be positive"):
         study.main(["confirm", str(results), "--seed", "0"])
 
+    # the probe: the bandit has no validation split, so it probes on its training data here
+    with pytest.raises(ValueError, match="bandit has no validation split to probe the transport on"):
+        study.main(["probe", str(results)])
+    monkeypatch.setattr(study, "load_task_datasets", lambda task, data_dir: (None, make_bandit_dataset(seed=7)))
+    assert study.main(["probe", str(results), "--states", "256"]) == 0
+    assert "2 probe(s) written" in capsys.readouterr().out  # VGF's steps 10 and 20; BC has no budgets
+    probed = json.loads((results / "vgf-s1" / "eval" / "probe_step20.json").read_text())
+    assert probed["states"] == 256 and probed["results"]["0"]["displacement"] == 0.0
+    assert probed["results"]["8"]["displacement"] > 0.01 and probed["results"]["8"]["q"] > probed["results"]["0"]["q"]
+
     out = tmp_path / "report"
     assert study.main(["report", str(results), str(out)]) == 0
     text = (out / "report.md").read_text()
+    at = probed["results"]
+    assert (f"| 20 | trained | {at['data']['q']:.2f} | {at['0']['q']:.2f} | {at['8']['q']:.2f} | "
+            f"{at['data']['q_std']:.2f} |") in text
     assert "## Again with more episodes\n" in text and "| 10 | vgf | 1 | trained | 30 |" in text
     p0, p8 = (sum(outcomes[b]) / 30 for b in (0, 8))
     assert f"| 20 | vgf | 1 | trained | 30 | {p0:.2f} ± {(p0 * (1 - p0) / 30) ** 0.5:.2f} | {p8:.2f} ± " in text
