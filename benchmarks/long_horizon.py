@@ -60,6 +60,7 @@ class Confirmation:
     seed: int  # the evaluation's base reset seed
     episodes: int
     per_episode: dict[int, list[float]]  # budget -> each episode's success
+    lengths: dict[int, list[int]]  # budget -> each episode's length
 
 
 @dataclass
@@ -127,7 +128,8 @@ def read_runs(results_dir: Path) -> list[Run]:
                 if all("success" in r.get("per_episode", {}) for r in record["results"].values()):
                     run.confirmations[(setting or TRAINED, record["step"])] = Confirmation(
                         record["seed"], record["episodes"],
-                        {int(b): r["per_episode"]["success"] for b, r in record["results"].items()})
+                        {int(b): r["per_episode"]["success"] for b, r in record["results"].items()},
+                        {int(b): r["per_episode"]["length"] for b, r in record["results"].items()})
                 continue
             if setting:  # the trained settings' success is in the metrics, from the evaluation made while training
                 run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
@@ -418,8 +420,9 @@ def confirmed(groups: dict[str, list[Run]]) -> list[tuple[int, str]]:
                   key=lambda pair: (pair[0], pair[1] != TRAINED, pair[1]))
 
 
-def confirm_table(groups: dict[str, list[Run]]) -> list[str]:
-    """Success ± its standard error per run and pooled over each agent's seeds, per step, setting and budget."""
+def confirm_table(groups: dict[str, list[Run]], solved_lengths: bool = False) -> list[str]:
+    """Success ± its standard error per run and pooled over each agent's seeds, per step, setting and budget; with
+    `solved_lengths`, the mean length of the solved episodes (and how many) instead."""
     budgets = sorted({b for runs in groups.values() for run in runs for c in run.confirmations.values()
                       for b in c.per_episode})
     lines = ["| updates | agent | seed | setting | episodes | " + " | ".join(f"budget {b}" for b in budgets) + " |",
@@ -434,6 +437,10 @@ def confirm_table(groups: dict[str, list[Run]]) -> list[str]:
                 values = []
                 for b in budgets:
                     outcomes = [x for c in parts for x in c.per_episode.get(b, [])]
+                    if solved_lengths:
+                        solved = [n for c in parts for x, n in zip(c.per_episode.get(b, []), c.lengths.get(b, [])) if x]
+                        values.append(f"{np.mean(solved):.0f} ({len(solved)})" if solved else "-")
+                        continue
                     p = float(np.mean(outcomes)) if outcomes else math.nan
                     values.append(f"{p:.2f} ± {math.sqrt(p * (1 - p) / len(outcomes)):.2f}" if outcomes else "-")
                 count = sum(c.episodes for c in parts)
@@ -604,6 +611,8 @@ def report(results_dir: Path, out_dir: Path) -> int:
         lines += ["## Again with more episodes", "", "From the `confirm` evaluations: other initial states than the "
                   f"ones above (reset seeds {'/'.join(map(str, seeds))} + the run's seed + episode). Success ± one "
                   "standard error (binomial); `all` pools the seeds' episodes.", "", *confirm_table(groups), "",
+                  "The mean length of the solved episodes (in brackets, how many were solved): how fast a policy "
+                  "solves the task when it does.", "", *confirm_table(groups, solved_lengths=True), "",
                   "Episode by episode: every budget, and every agent of one seed, starts episode i from the same "
                   "state. `A only` counts the episodes A solved and B did not. The p-value is the exact two-sided "
                   "sign test on those discordant episodes, pooled over the seeds.", "", *paired_table(groups), ""]

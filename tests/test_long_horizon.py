@@ -80,6 +80,8 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     assert "## Again with more episodes\n" in text and "| 10 | vgf | 1 | trained | 30 |" in text
     p0, p8 = (sum(outcomes[b]) / 30 for b in (0, 8))
     assert f"| 20 | vgf | 1 | trained | 30 | {p0:.2f} ± {(p0 * (1 - p0) / 30) ** 0.5:.2f} | {p8:.2f} ± " in text
+    solved = [n for x, n in zip(outcomes[0], last["results"]["0"]["per_episode"]["length"]) if x]  # one-step episodes
+    assert f"| 20 | vgf | 1 | trained | 30 | {sum(solved) / len(solved):.0f} ({len(solved)}) |" in text
     wins = sum(a > b for a, b in zip(outcomes[8], outcomes[0]))
     losses = sum(a < b for a, b in zip(outcomes[8], outcomes[0]))
     assert f"| 20 | vgf budget 8 | vgf budget 0 | trained | 1 | {wins} | {losses} |" in text
