@@ -50,6 +50,7 @@ def test_make_config_unknown_names_list_the_valid_ones():
         ("vgf", {"discount": 1.5}, "discount"),
         ("vgf", {"tau": 0.0}, "tau"),
         ("vgf", {"transport_q_agg": "max"}, "transport_q_agg"),
+        ("vgf", {"transport_optimizer": "rmsprop"}, "transport_optimizer"),
         ("vgf", {"eval_particle_select": "best"}, "eval_particle_select"),
         ("vgf", {"critic_loss": "huber"}, "critic_loss"),
         ("bc", {"bc_flow_steps": 0}, "bc_flow_steps"),

@@ -16,6 +16,7 @@ import pytest
 
 from vgf.agents import get_agent, make_config
 from vgf.core import (
+    PARTICLE_OPTIMIZERS,
     aggregate_ensemble,
     critic_loss,
     median_bandwidth,
@@ -76,6 +77,19 @@ def test_transport_on_a_linear_critic_moves_along_the_gradient_sign():
     mean_move = np.asarray((x - x0).mean(axis=1))
     np.testing.assert_array_equal(np.sign(mean_move), np.sign(np.asarray(weights)))
     assert np.all(np.abs(mean_move) > 0.02)
+
+
+def test_adam_moves_each_coordinate_by_the_step_size_and_sgd_by_the_slope():
+    # One step from particles well inside the box. Adam's first update is lr * sign(direction), so steepening the
+    # critic 100-fold moves nothing further; plain gradient ascent moves lr times the SVGD direction itself.
+    x0 = start_particles(seed=6)
+    for slope in (1.0, 100.0):
+        score_fn = lambda x, slope=slope: -2.0 * slope * (x - CENTRES[:, None])  # noqa: E731
+        direction = svgd_direction(x0, score_fn(x0), 0.1, True)
+        adam = transport(score_fn, x0, 1, PARTICLE_OPTIMIZERS["adam"](0.05), 0.1)
+        np.testing.assert_allclose(np.asarray(adam - x0), 0.05 * np.sign(np.asarray(direction)), rtol=1e-4)
+        sgd = transport(score_fn, x0, 1, PARTICLE_OPTIMIZERS["sgd"](1e-4), 0.1)
+        np.testing.assert_allclose(np.asarray(sgd - x0), 1e-4 * np.asarray(direction), rtol=1e-4, atol=1e-7)
 
 
 def test_zero_budget_returns_reference_samples_exactly():

@@ -195,6 +195,11 @@ def test_eval_changes_test_time_settings_without_overwriting_the_default(tmp_pat
         assert words in " ".join(capsys.readouterr().err.split())
     assert [p.name for p in (run_dir / "eval").iterdir()] == ["budgets_step20-vgf_lr=0.0.json"]
 
+    # plain gradient ascent moves each particle by vgf_lr times its direction: at this step size, far less than Adam
+    assert main([*common, "--set", "transport_optimizer=sgd", "--set", "vgf_lr=1e-4"]) == 0
+    sgd = json.loads((run_dir / "eval" / "budgets_step20-transport_optimizer=sgd-vgf_lr=0.0001.json").read_text())
+    assert 0.0 < sgd["results"]["8"]["displacement"] < 0.1 * trained["eval/budget_8/displacement"]
+
     assert main([*common, "--step", "0"]) == 0  # a kept earlier checkpoint, evaluated later
     assert json.loads((run_dir / "eval" / "budgets_step0.json").read_text())["step"] == 0
     assert main([*common, "--step", "0", "--seed", "3"]) == 0  # another evaluation seed: a file of its own

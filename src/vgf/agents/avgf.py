@@ -20,7 +20,7 @@ from flax.training.train_state import TrainState
 from vgf.agents.train_state import adam_train_state
 from vgf.agents import vgf as vgf_agent
 from vgf.agents.vgf import VGFAgent, VGFConfig, nonpytree_field
-from vgf.core import MLP, FlowVelocity, transport
+from vgf.core import MLP, PARTICLE_OPTIMIZERS, FlowVelocity, transport
 
 USES_BUDGETS = True  # whether `act` honours per-state transport budgets
 # Config fields that only shape acting: `vgf eval --set` may change them on a trained agent.
@@ -102,7 +102,8 @@ class AVGFAgent(struct.PyTreeNode):
             lambda x: self.predicted_score(observations[:, None, :], x),
             particles,
             num_steps,
-            optax.chain(clip_each_state(cfg.particle_grad_clip), optax.adam(cfg.vgf_lr)),
+            optax.chain(clip_each_state(cfg.particle_grad_clip),
+                        PARTICLE_OPTIMIZERS[cfg.transport_optimizer](cfg.vgf_lr)),
             cfg.vgf_alpha,
             budgets,
             bandwidth_gradient=cfg.bandwidth_gradient,

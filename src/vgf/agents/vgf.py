@@ -19,6 +19,7 @@ from vgf.agents.train_state import adam_train_state
 
 from vgf.core import (
     LAYER_NORM_ORDERS,
+    PARTICLE_OPTIMIZERS,
     CriticEnsemble,
     FlowVelocity,
     aggregate_ensemble,
@@ -55,6 +56,9 @@ class VGFConfig:
     eval_vgf_steps: int = 3
     # True: the repulsion differentiates through the median bandwidth too (the reference); False: textbook SVGD.
     bandwidth_gradient: bool = True
+    # How the transport's direction moves the particles: 'adam' (the reference: each coordinate moves by about vgf_lr
+    # per step, whatever the slope) or 'sgd' (vgf_lr times the direction: less where the critic is flat).
+    transport_optimizer: str = "adam"
     # Ensemble aggregation ('mean' | 'min') of the critic's score that drives the transport (reference: vgf_q_agg),
     # of the target critic in the TD target and of the values that pick the played particle (both: train_q_agg).
     transport_q_agg: str = "mean"
@@ -80,6 +84,7 @@ class VGFConfig:
             "tau": 0.0 < self.tau <= 1.0,
             "ensemble_size": self.ensemble_size >= 1,
             "critic_layer_norm_order": self.critic_layer_norm_order in LAYER_NORM_ORDERS,
+            "transport_optimizer": self.transport_optimizer in PARTICLE_OPTIMIZERS,
             "transport_q_agg": self.transport_q_agg in ("mean", "min"),
             "target_q_agg": self.target_q_agg in ("mean", "min"),
             "select_q_agg": self.select_q_agg in ("mean", "min"),
@@ -101,6 +106,7 @@ TEST_TIME_FIELDS: tuple[str, ...] = (
     "vgf_lr",
     "vgf_alpha",
     "bandwidth_gradient",
+    "transport_optimizer",
     "transport_q_agg",
     "select_q_agg",
     "eval_particle_select",
@@ -194,7 +200,7 @@ class VGFAgent(flax.struct.PyTreeNode):
             self.q_score(observations[:, None, :]),
             particles,
             num_steps,
-            optax.adam(cfg.vgf_lr),
+            PARTICLE_OPTIMIZERS[cfg.transport_optimizer](cfg.vgf_lr),
             cfg.vgf_alpha,
             budgets,
             bandwidth_gradient=cfg.bandwidth_gradient,

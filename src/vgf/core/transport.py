@@ -17,6 +17,12 @@ from vgf.core.kernel import svgd_direction
 # score(particles [B, N, A]) -> d Q / d a at every particle, [B, N, A]
 ScoreFn = Callable[[jax.Array], jax.Array]
 
+# The optimiser that applies the transport's direction to the particles, by its config name. 'adam' (the reference):
+# its first step moves every coordinate by the step size, whatever the slope (Adam's first update is the sign of the
+# gradient), so the budget is a distance in action units. 'sgd': each step is the step size times the direction, so
+# particles move less where the critic is flat.
+PARTICLE_OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {"adam": optax.adam, "sgd": optax.sgd}
+
 
 def transport(
     score_fn: ScoreFn,
