@@ -59,8 +59,7 @@ class Confirmation:
 
     seed: int  # the evaluation's base reset seed
     episodes: int
-    per_episode: dict[int, list[float]]  # budget -> each episode's success
-    lengths: dict[int, list[int]]  # budget -> each episode's length
+    per_episode: dict[int, dict[str, list[float]]]  # budget -> statistic (success, length, ...) -> each episode's
 
 
 @dataclass
@@ -128,8 +127,7 @@ def read_runs(results_dir: Path) -> list[Run]:
                 if all("success" in r.get("per_episode", {}) for r in record["results"].values()):
                     run.confirmations[(setting or TRAINED, record["step"])] = Confirmation(
                         record["seed"], record["episodes"],
-                        {int(b): r["per_episode"]["success"] for b, r in record["results"].items()},
-                        {int(b): r["per_episode"]["length"] for b, r in record["results"].items()})
+                        {int(b): r["per_episode"] for b, r in record["results"].items()})
                 continue
             if setting:  # the trained settings' success is in the metrics, from the evaluation made while training
                 run.extra[(setting, record["step"])] = {int(b): r["success"] for b, r in record["results"].items()}
@@ -436,9 +434,10 @@ def confirm_table(groups: dict[str, list[Run]], solved_lengths: bool = False) ->
             for label, parts in found:
                 values = []
                 for b in budgets:
-                    outcomes = [x for c in parts for x in c.per_episode.get(b, [])]
+                    outcomes = [x for c in parts for x in c.per_episode.get(b, {}).get("success", [])]
                     if solved_lengths:
-                        solved = [n for c in parts for x, n in zip(c.per_episode.get(b, []), c.lengths.get(b, [])) if x]
+                        solved = [n for c in parts if b in c.per_episode
+                                  for x, n in zip(c.per_episode[b]["success"], c.per_episode[b]["length"]) if x]
                         values.append(f"{np.mean(solved):.0f} ({len(solved)})" if solved else "-")
                         continue
                     p = float(np.mean(outcomes)) if outcomes else math.nan
@@ -448,7 +447,7 @@ def confirm_table(groups: dict[str, list[Run]], solved_lengths: bool = False) ->
     return lines
 
 
-Pairs = list[tuple[list[float], list[float]]]  # (A's outcomes, B's) over the same initial states, one pair per seed
+Pairs = list[tuple[dict[str, list[float]], dict[str, list[float]]]]  # (A's per-episode values, B's), one per seed
 
 
 def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs]]:
@@ -478,14 +477,18 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
 
 
 def paired_table(groups: dict[str, list[Run]]) -> list[str]:
-    lines = ["| updates | A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) |",
-             "|" + "---|" * 10]
+    lines = ["| updates | A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) | "
+             "discounted return, A - B |", "|" + "---|" * 11]
     for step, first, second, setting, pairs in paired_rows(groups):
-        a = np.concatenate([np.asarray(x, bool) for x, _ in pairs])
-        b = np.concatenate([np.asarray(y, bool) for _, y in pairs])
+        a = np.concatenate([np.asarray(x["success"], bool) for x, _ in pairs])
+        b = np.concatenate([np.asarray(y["success"], bool) for _, y in pairs])
         wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
+        gap = "-"
+        if all("discounted_return" in x and "discounted_return" in y for x, y in pairs):
+            difference = np.concatenate([np.subtract(x["discounted_return"], y["discounted_return"]) for x, y in pairs])
+            gap = f"{difference.mean():.1f} ± {difference.std(ddof=1) / math.sqrt(difference.size):.1f}"
         lines.append(f"| {step} | {first} | {second} | {setting} | {len(pairs)} | {wins} | {losses} | "
-                     f"{int(np.sum(a & b))} | {int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} |")
+                     f"{int(np.sum(a & b))} | {int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} | {gap} |")
     return lines
 
 
@@ -615,7 +618,10 @@ def report(results_dir: Path, out_dir: Path) -> int:
                   "solves the task when it does.", "", *confirm_table(groups, solved_lengths=True), "",
                   "Episode by episode: every budget, and every agent of one seed, starts episode i from the same "
                   "state. `A only` counts the episodes A solved and B did not. The p-value is the exact two-sided "
-                  "sign test on those discordant episodes, pooled over the seeds.", "", *paired_table(groups), ""]
+                  "sign test on those discordant episodes, pooled over the seeds. The last column is the mean "
+                  "difference of the discounted returns, the critics' own objective, ± its standard error over the "
+                  "pairs: a policy can solve fewer episodes and still solve them sooner.", "",
+                  *paired_table(groups), ""]
     text = "\n".join(lines)
     atomic_write_text(out_dir / "report.md", text)
     plot_learning(groups, out_dir / "learning_curves.png")

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vgf.data import make_bandit_dataset
@@ -85,6 +86,9 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     wins = sum(a > b for a, b in zip(outcomes[8], outcomes[0]))
     losses = sum(a < b for a, b in zip(outcomes[8], outcomes[0]))
     assert f"| 20 | vgf budget 8 | vgf budget 0 | trained | 1 | {wins} | {losses} |" in text
+    gains = np.subtract(*(last["results"][b]["per_episode"]["discounted_return"] for b in ("8", "0")))
+    row = next(line for line in text.splitlines() if line.startswith("| 20 | vgf budget 8 | vgf budget 0 |"))
+    assert row.endswith(f"| {gains.mean():.1f} ± {gains.std(ddof=1) / 30 ** 0.5:.1f} |")
     wins = sum(a > b for a, b in zip(outcomes[0], bc_outcomes))
     assert f"| 20 | vgf budget 0 | bc | trained | 1 | {wins} |" in text
     assert "| vgf-s1 | 20 | 20 | 20 |" in text
