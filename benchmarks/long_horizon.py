@@ -450,9 +450,10 @@ def confirm_table(groups: dict[str, list[Run]], solved_lengths: bool = False) ->
 Pairs = list[tuple[dict[str, list[float]], dict[str, list[float]]]]  # (A's per-episode values, B's), one per seed
 
 
-def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs]]:
-    """(step, A, B, setting, pairs) for each comparison on shared initial states: each budget agent's budgets against
-    its budget 0, then, with the trained settings, its budget 0 against every other agent of the same seed."""
+def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs, bool]]:
+    """(step, A, B, setting, pairs, one critic) for each comparison on shared initial states: each budget agent's
+    budgets against its budget 0 (one critic values both), then, with the trained settings, its budget 0 against every
+    other agent of the same seed."""
     comparisons = []
     budget_agents = [agent for agent, runs in groups.items() if runs[0].uses_budgets]
     for step, setting in confirmed(groups):
@@ -460,7 +461,7 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
             found = [run.confirmations[(setting, step)] for run in groups[agent] if (setting, step) in run.confirmations]
             for b in sorted({b for c in found for b in c.per_episode if b}):
                 pairs = [(c.per_episode[b], c.per_episode[0]) for c in found if b in c.per_episode and 0 in c.per_episode]
-                comparisons.append((step, f"{agent} budget {b}", f"{agent} budget 0", setting, pairs))
+                comparisons.append((step, f"{agent} budget {b}", f"{agent} budget 0", setting, pairs, True))
         if setting != TRAINED:
             continue
         for agent in budget_agents:
@@ -472,23 +473,28 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
                     if mine is not None and twin is not None and mine.seed == twin.seed:
                         pairs.append((mine.per_episode[0], twin.per_episode[0]))
                 if pairs:
-                    comparisons.append((step, f"{agent} budget 0", other, TRAINED, pairs))
+                    comparisons.append((step, f"{agent} budget 0", other, TRAINED, pairs, False))
     return comparisons
 
 
 def paired_table(groups: dict[str, list[Run]]) -> list[str]:
     lines = ["| updates | A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) | "
-             "discounted return, A - B |", "|" + "---|" * 11]
-    for step, first, second, setting, pairs in paired_rows(groups):
+             "discounted return, A - B | the critic's value of the first action, A - B |", "|" + "---|" * 12]
+
+    def paired_difference(key: str) -> str:
+        if not all(key in x and key in y for x, y in pairs):
+            return "-"
+        difference = np.concatenate([np.subtract(x[key], y[key]) for x, y in pairs])
+        return f"{difference.mean():.1f} ± {difference.std(ddof=1) / math.sqrt(difference.size):.1f}"
+
+    for step, first, second, setting, pairs, one_critic in paired_rows(groups):
         a = np.concatenate([np.asarray(x["success"], bool) for x, _ in pairs])
         b = np.concatenate([np.asarray(y["success"], bool) for _, y in pairs])
         wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
-        gap = "-"
-        if all("discounted_return" in x and "discounted_return" in y for x, y in pairs):
-            difference = np.concatenate([np.subtract(x["discounted_return"], y["discounted_return"]) for x, y in pairs])
-            gap = f"{difference.mean():.1f} ± {difference.std(ddof=1) / math.sqrt(difference.size):.1f}"
+        critic_gain = paired_difference("q_start") if one_critic else "-"  # two critics' values do not compare
         lines.append(f"| {step} | {first} | {second} | {setting} | {len(pairs)} | {wins} | {losses} | "
-                     f"{int(np.sum(a & b))} | {int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} | {gap} |")
+                     f"{int(np.sum(a & b))} | {int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} | "
+                     f"{paired_difference('discounted_return')} | {critic_gain} |")
     return lines
 
 
@@ -620,7 +626,9 @@ def report(results_dir: Path, out_dir: Path) -> int:
                   "state. `A only` counts the episodes A solved and B did not. The p-value is the exact two-sided "
                   "sign test on those discordant episodes, pooled over the seeds. The last column is the mean "
                   "difference of the discounted returns, the critics' own objective, ± its standard error over the "
-                  "pairs: a policy can solve fewer episodes and still solve them sooner.", "",
+                  "pairs: a policy can solve fewer episodes and still solve them sooner. Beside it, for two budgets "
+                  "of one agent, what its critic expects the move to gain at the first step: the difference of its "
+                  "values of the two first actions.", "",
                   *paired_table(groups), ""]
     text = "\n".join(lines)
     atomic_write_text(out_dir / "report.md", text)

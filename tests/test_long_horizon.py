@@ -88,7 +88,10 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     assert f"| 20 | vgf budget 8 | vgf budget 0 | trained | 1 | {wins} | {losses} |" in text
     gains = np.subtract(*(last["results"][b]["per_episode"]["discounted_return"] for b in ("8", "0")))
     row = next(line for line in text.splitlines() if line.startswith("| 20 | vgf budget 8 | vgf budget 0 |"))
-    assert row.endswith(f"| {gains.mean():.1f} ± {gains.std(ddof=1) / 30 ** 0.5:.1f} |")
+    expected = np.subtract(*(last["results"][b]["per_episode"]["q_start"] for b in ("8", "0")))
+    assert row.endswith(f"| {gains.mean():.1f} ± {gains.std(ddof=1) / 30 ** 0.5:.1f} | "
+                        f"{expected.mean():.1f} ± {expected.std(ddof=1) / 30 ** 0.5:.1f} |")
+    assert next(line for line in text.splitlines() if line.startswith("| 20 | vgf budget 0 | bc |")).endswith(" | - |")
     wins = sum(a > b for a, b in zip(outcomes[0], bc_outcomes))
     assert f"| 20 | vgf budget 0 | bc | trained | 1 | {wins} |" in text
     assert "| vgf-s1 | 20 | 20 | 20 |" in text
