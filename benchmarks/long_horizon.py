@@ -1,6 +1,6 @@
 """The long-horizon study (benchmarks/results/long-horizon/): does the transport pay as the critic matures?
 
-Two steps, both resumable and both reading only run directories:
+Its steps, each resumable and reading only run directories:
 
     python benchmarks/long_horizon.py evaluate RESULTS_DIR --set vgf_lr=0.01   # every kept checkpoint, once
     python benchmarks/long_horizon.py evaluate RESULTS_DIR                     # the same with the trained settings
@@ -18,10 +18,11 @@ checkpoint (or the kept checkpoints of `--steps`) again with more episodes, from
 episode i from the same state, comparisons episode by episode (exact sign tests). `probe` looks at what the transport
 does on held-out states (the task's validation file) at each kept evaluation step of the budget agents: the critic's
 value of the action played at each budget, how much its ensemble members disagree there, and how far that action lies
-from the dataset's action at the state, beside the same at the dataset's actions. `report` writes `report.md` (how far each run
-got, success over training per agent, VGF's success over updates x budget at each step size, the critic's training
-and held-out losses, mean Q and value error), `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`,
-and prints the markdown. Figures are means over the seeds that reached each step; the tables give every seed.
+from the dataset's action at the state, beside the same at the dataset's actions. `report` writes `report.md` (how
+far each run got, success over training per agent, VGF's success over updates x budget at each test-time setting, the
+critic's training and held-out losses, mean Q and value error, the probes and the confirmations),
+`learning_curves.png`, `budget_heatmap.png` and `critic_health.png`, and prints the markdown. Figures are means over
+the seeds that reached each step; the tables give every seed.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vgf.agents import config_from_dict, get_agent, typed_values, with_test_time_settings
-from vgf.core.transport import aggregate_ensemble
+from vgf.core import aggregate_ensemble
 from vgf.data import load_task_datasets
 from vgf.cli import main as vgf_main
 from vgf.cli import override
@@ -239,6 +240,8 @@ def transport_probe(agent, observations, dataset_actions, key, budgets: tuple[in
 
 def probe(results_dir: Path, states: int, overrides: list[str]) -> int:
     """`transport_probe` on `states` validation states at each kept evaluation step of every budget agent, once."""
+    if states <= 0:
+        raise ValueError(f"--states must be positive, got {states}")
     done = 0
     held_out = {}
     for run in read_runs(results_dir):
@@ -389,8 +392,8 @@ def probe_table(runs: list[Run]) -> list[str]:
     """Per probed (step, setting): the dataset's actions, then each budget's played action, as the critic sees them."""
     keys = sorted({key for run in runs for key in run.probes}, key=lambda key: (key[1], key[0] != TRAINED, key[0]))
     budgets = sorted({b for run in runs for b in run.budgets})
-    columns = [("data", "q"), *((str(b), "q") for b in budgets), ("data", "q_std"), *((str(b), "q_std") for b in budgets),
-               *((str(b), "distance_to_data") for b in budgets)]
+    columns = [("data", "q"), *((str(b), "q") for b in budgets), ("data", "q_std"),
+               *((str(b), "q_std") for b in budgets), *((str(b), "distance_to_data") for b in budgets)]
     names = {"q": "Q", "q_std": "ensemble std", "distance_to_data": "distance to data"}
     lines = ["| updates | setting | " + " | ".join(
         f"{names[quantity]}, {'data' if where == 'data' else 'budget ' + where}" for where, quantity in columns) + " |",
@@ -434,14 +437,16 @@ def confirm_table(groups: dict[str, list[Run]], solved_lengths: bool = False) ->
             for label, parts in found:
                 values = []
                 for b in budgets:
-                    outcomes = [x for c in parts for x in c.per_episode.get(b, {}).get("success", [])]
+                    columns = [c.per_episode[b] for c in parts if b in c.per_episode]
+                    outcomes = [x for column in columns for x in column["success"]]
                     if solved_lengths:
-                        solved = [n for c in parts if b in c.per_episode
-                                  for x, n in zip(c.per_episode[b]["success"], c.per_episode[b]["length"]) if x]
+                        solved = [n for column in columns for x, n in zip(column["success"], column["length"]) if x]
                         values.append(f"{np.mean(solved):.0f} ({len(solved)})" if solved else "-")
-                        continue
-                    p = float(np.mean(outcomes)) if outcomes else math.nan
-                    values.append(f"{p:.2f} ± {math.sqrt(p * (1 - p) / len(outcomes)):.2f}" if outcomes else "-")
+                    elif outcomes:
+                        p = float(np.mean(outcomes))
+                        values.append(f"{p:.2f} ± {math.sqrt(p * (1 - p) / len(outcomes)):.2f}")
+                    else:
+                        values.append("-")
                 count = sum(c.episodes for c in parts)
                 lines.append(f"| {step} | {agent} | {label} | {setting} | {count} | " + " | ".join(values) + " |")
     return lines
@@ -460,7 +465,8 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
         for agent in budget_agents:
             found = [run.confirmations[(setting, step)] for run in groups[agent] if (setting, step) in run.confirmations]
             for b in sorted({b for c in found for b in c.per_episode if b}):
-                pairs = [(c.per_episode[b], c.per_episode[0]) for c in found if b in c.per_episode and 0 in c.per_episode]
+                pairs = [(c.per_episode[b], c.per_episode[0]) for c in found
+                         if b in c.per_episode and 0 in c.per_episode]
                 comparisons.append((step, f"{agent} budget {b}", f"{agent} budget 0", setting, pairs, True))
         if setting != TRAINED:
             continue
@@ -469,7 +475,8 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
                 pairs = []
                 for run in groups[agent] if other != agent else []:
                     mine = run.confirmations.get((TRAINED, step))
-                    twin = next((r.confirmations.get((TRAINED, step)) for r in groups[other] if r.seed == run.seed), None)
+                    twin = next((r.confirmations.get((TRAINED, step)) for r in groups[other] if r.seed == run.seed),
+                                None)
                     if mine is not None and twin is not None and mine.seed == twin.seed:
                         pairs.append((mine.per_episode[0], twin.per_episode[0]))
                 if pairs:
@@ -477,24 +484,25 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
     return comparisons
 
 
+def paired_difference(pairs: Pairs, key: str) -> str:
+    """The mean of A's `key` minus B's over the paired episodes ± its standard error; '-' where one side lacks it."""
+    if not all(key in x and key in y for x, y in pairs):
+        return "-"
+    difference = np.concatenate([np.subtract(x[key], y[key]) for x, y in pairs])
+    return f"{difference.mean():.1f} ± {difference.std(ddof=1) / math.sqrt(difference.size):.1f}"
+
+
 def paired_table(groups: dict[str, list[Run]]) -> list[str]:
     lines = ["| updates | A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) | "
              "discounted return, A - B | the critic's value of the first action, A - B |", "|" + "---|" * 12]
-
-    def paired_difference(key: str) -> str:
-        if not all(key in x and key in y for x, y in pairs):
-            return "-"
-        difference = np.concatenate([np.subtract(x[key], y[key]) for x, y in pairs])
-        return f"{difference.mean():.1f} ± {difference.std(ddof=1) / math.sqrt(difference.size):.1f}"
-
     for step, first, second, setting, pairs, one_critic in paired_rows(groups):
         a = np.concatenate([np.asarray(x["success"], bool) for x, _ in pairs])
         b = np.concatenate([np.asarray(y["success"], bool) for _, y in pairs])
         wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
-        critic_gain = paired_difference("q_start") if one_critic else "-"  # two critics' values do not compare
+        critic_gain = paired_difference(pairs, "q_start") if one_critic else "-"  # two critics' values do not compare
         lines.append(f"| {step} | {first} | {second} | {setting} | {len(pairs)} | {wins} | {losses} | "
                      f"{int(np.sum(a & b))} | {int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} | "
-                     f"{paired_difference('discounted_return')} | {critic_gain} |")
+                     f"{paired_difference(pairs, 'discounted_return')} | {critic_gain} |")
     return lines
 
 

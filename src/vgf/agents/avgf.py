@@ -35,7 +35,7 @@ class AVGFConfig(VGFConfig):
     # transporting: the regression target keeps unit scale as Q grows, the transport sees the critic's scale.
     grad_normalize: bool = True
     grad_scale_rate: float = 0.01  # step size of the moving average of the gradient norm
-    particle_grad_clip: float = 1.0  # norm clip of each state's particle update before Adam (METHOD.md: 1.0)
+    particle_grad_clip: float = 1.0  # norm clip of each state's particle update before its optimiser (METHOD.md: 1.0)
 
     def validate(self) -> "AVGFConfig":
         super().validate()
