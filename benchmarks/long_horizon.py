@@ -158,27 +158,30 @@ def applied(overrides: list[str], run: Run) -> dict:
     return typed_values(config_from_dict(run.agent, run.config), dict(override(item) for item in overrides))
 
 
+def eval_once(run: Run, step: int, episodes: int, seed: int, overrides: list[str]) -> int | None:
+    """`vgf eval` of one kept checkpoint at the run's budgets, unless its record exists (None); else its exit code."""
+    settings = applied(overrides, run)
+    if (run.path / "eval" / eval_record_name(step, seed, settings)).exists():
+        return None
+    argv = ["eval", str(run.path), "--step", str(step), "--vgf-steps", ",".join(map(str, run.budgets)),
+            "--episodes", str(episodes), "--seed", str(seed)]
+    for item in overrides:
+        argv += ["--set", item]
+    print(f"{run.path.name}: step {step}, {episodes} episodes{settings_suffix(settings)}", flush=True)
+    return vgf_main(argv)
+
+
 def evaluate(results_dir: Path, overrides: list[str]) -> int:
     """`vgf eval --step N [--set ...]` on every kept evaluation-step checkpoint, once each: of every budget agent with
     `overrides`, of every agent without."""
-    done = failed = 0
+    codes = []
     for run in read_runs(results_dir):
         if overrides and not run.uses_budgets:
             continue
-        settings = applied(overrides, run)
-        suffix = settings_suffix(settings)
         for step, _ in list_checkpoints(run.path / "checkpoints"):
-            if step == 0 or (step % run.eval_every and step != run.steps):
-                continue
-            if (run.path / "eval" / eval_record_name(step, run.seed, settings)).exists():
-                continue
-            argv = ["eval", str(run.path), "--step", str(step), "--vgf-steps", ",".join(map(str, run.budgets)),
-                    "--episodes", str(run.episodes), "--seed", str(run.seed)]
-            for item in overrides:
-                argv += ["--set", item]
-            print(f"{run.path.name}: step {step}{suffix}", flush=True)
-            code = vgf_main(argv)
-            done, failed = done + (code == 0), failed + (code != 0)
+            if step and (step % run.eval_every == 0 or step == run.steps):
+                codes.append(eval_once(run, step, run.episodes, run.seed, overrides))
+    done, failed = codes.count(0), sum(code not in (None, 0) for code in codes)
     print(f"{done} evaluation(s) written, {failed} failed")
     return 1 if failed else 0
 
@@ -189,25 +192,17 @@ def confirm(results_dir: Path, episodes: int, seed: int, steps: list[int], overr
     if episodes <= 0 or seed <= 0:
         raise ValueError(f"--episodes and --seed must be positive (seed 0 + the run's seed repeats the study's initial "
                          f"states), got {episodes} and {seed}")
-    done = failed = missing = 0
+    codes, missing = [], 0
     for run in read_runs(results_dir):
         if overrides and not run.uses_budgets:
             continue
         kept = {step for step, _ in list_checkpoints(run.path / "checkpoints")}
-        settings = applied(overrides, run)
         for step in steps or [run.steps]:
-            if step not in kept:
+            if step in kept:
+                codes.append(eval_once(run, step, episodes, seed + run.seed, overrides))
+            else:
                 missing += 1
-                continue
-            if (run.path / "eval" / eval_record_name(step, seed + run.seed, settings)).exists():
-                continue
-            argv = ["eval", str(run.path), "--step", str(step), "--vgf-steps", ",".join(map(str, run.budgets)),
-                    "--episodes", str(episodes), "--seed", str(seed + run.seed)]
-            for item in overrides:
-                argv += ["--set", item]
-            print(f"{run.path.name}: step {step}, {episodes} episodes{settings_suffix(settings)}", flush=True)
-            code = vgf_main(argv)
-            done, failed = done + (code == 0), failed + (code != 0)
+    done, failed = codes.count(0), sum(code not in (None, 0) for code in codes)
     print(f"{done} evaluation(s) written, {failed} failed, {missing} checkpoint(s) not reached or not kept")
     return 1 if failed else 0
 
