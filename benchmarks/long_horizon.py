@@ -6,6 +6,7 @@ Its steps, each resumable and reading only run directories:
     python benchmarks/long_horizon.py evaluate RESULTS_DIR                     # the same with the trained settings
     python benchmarks/long_horizon.py confirm RESULTS_DIR --episodes 100     # last checkpoints again, more episodes
     python benchmarks/long_horizon.py probe RESULTS_DIR                       # what the transport does, held-out states
+    python benchmarks/long_horizon.py placebo RESULTS_DIR --steps 50000       # transport in random directions
     python benchmarks/long_horizon.py report RESULTS_DIR OUT_DIR              # tables and figures, unfinished runs too
 
 `evaluate` runs `vgf eval RUN --step N [--set ...]` on each kept checkpoint that is one of the run's evaluation
@@ -18,7 +19,9 @@ checkpoint (or the kept checkpoints of `--steps`) again with more episodes, from
 episode i from the same state, comparisons episode by episode (exact sign tests). `probe` looks at what the transport
 does on held-out states (the task's validation file) at each kept evaluation step of the budget agents: the critic's
 value of the action played at each budget, how much its ensemble members disagree there, and how far that action lies
-from the dataset's action at the state, beside the same at the dataset's actions. `report` writes `report.md` (how
+from the dataset's action at the state, beside the same at the dataset's actions. `placebo` is `confirm` for VGF
+with the critic's direction replaced by random ones of the same length: what moves of that size do without the
+critic's information (the record's setting is `transport=random`). `report` writes `report.md` (how
 far each run got, success over training per agent, VGF's success over updates x budget at each test-time setting, the
 critic's training and held-out losses, mean Q and value error, the probes and the confirmations),
 `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`, and prints the markdown. Figures are means over
@@ -28,10 +31,12 @@ the seeds that reached each step; the tables give every seed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +48,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vgf.agents import config_from_dict, get_agent, typed_values, with_test_time_settings
+from vgf.agents.vgf import VGFAgent
 from vgf.core import aggregate_ensemble
 from vgf.data import load_task_datasets
+from vgf.envs import make_env, task_spec
+from vgf.evaluation import EnvPool, env_workers
 from vgf.cli import main as vgf_main
 from vgf.cli import override
 from vgf.files import atomic_file, atomic_write_text
-from vgf.training import eval_record_name, list_checkpoints, load_run, settings_suffix
+from vgf.training import evaluate_agent, eval_record_name, list_checkpoints, load_run, settings_suffix
 
 HEALTH = ("train/critic_loss", "val/critic_loss", "train/q_mean", "val/q_mean")
 TRAINED = "trained"  # the setting label of evaluations with the run's own test-time settings
@@ -264,6 +272,58 @@ def probe(results_dir: Path, states: int, overrides: list[str]) -> int:
             print(f"{run.path.name}: step {step}{settings_suffix(settings)} probed", flush=True)
             done += 1
     print(f"{done} probe(s) written")
+    return 0
+
+
+PLACEBO = {"transport": "random"}  # the test-time setting of the placebo's records
+
+
+class RandomDirectionVGF(VGFAgent):
+    """The placebo: VGF whose transport follows a random direction at each particle and step, as long as the critic's
+    action-gradient there (drawn from a key that the batch's particles fix, so a rerun repeats it). The rest is the
+    agent's own: its reference samples, the kernel's repulsion, the optimiser and step size, and the pick by the
+    critic's value."""
+
+    def q_score(self, observations):
+        critic_score = VGFAgent.q_score(self, observations)
+
+        def random_score(particles):
+            length = jnp.linalg.norm(critic_score(particles), axis=-1, keepdims=True)
+            key = jax.random.fold_in(jax.random.PRNGKey(PROBE_SEED),
+                                     jax.lax.bitcast_convert_type(particles, jnp.int32).sum())
+            direction = jax.random.normal(key, particles.shape)
+            return direction / jnp.linalg.norm(direction, axis=-1, keepdims=True) * length
+
+        return random_score
+
+
+def placebo(results_dir: Path, episodes: int, seed: int, steps: list[int]) -> int:
+    """`confirm` of every VGF run with `RandomDirectionVGF`, written as `vgf eval` writes its records."""
+    if episodes <= 0 or seed <= 0:
+        raise ValueError(f"--episodes and --seed must be positive, got {episodes} and {seed}")
+    done = 0
+    for run in read_runs(results_dir):
+        if run.agent != "vgf":
+            continue
+        kept = {step for step, _ in list_checkpoints(run.path / "checkpoints")}
+        for step in steps or [run.steps]:
+            out = run.path / "eval" / eval_record_name(step, seed + run.seed, PLACEBO)
+            if step not in kept or out.exists():
+                continue
+            print(f"{run.path.name}: step {step}, {episodes} episodes, placebo", flush=True)
+            _, agent, _ = load_run(run.path, step)
+            agent = RandomDirectionVGF(**{f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)})
+            began = time.perf_counter()
+            workers = env_workers(None, task_spec(run.task).max_episode_steps)
+            with EnvPool(functools.partial(make_env, run.task), workers=workers) as pool:
+                results = evaluate_agent(agent, run.task, run.budgets, episodes, seed + run.seed, pool, progress=True,
+                                         per_episode=True)
+            record = {"step": step, "episodes": episodes, "seed": seed + run.seed,
+                      "seconds": time.perf_counter() - began, "test_time_settings": PLACEBO,
+                      "results": {str(b): r for b, r in results.items()}}
+            atomic_write_text(out, json.dumps(record, indent=2))
+            done += 1
+    print(f"{done} placebo evaluation(s) written")
     return 0
 
 
@@ -665,12 +725,20 @@ def main(argv: list[str] | None = None) -> int:
     pro.add_argument("--states", type=int, default=2048, help="validation states to probe (default 2048)")
     pro.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="a test-time field, as in `evaluate`")
+    pla = commands.add_parser("placebo", help="`confirm` of VGF with the transport in random directions")
+    pla.add_argument("results_dir", type=Path)
+    pla.add_argument("--episodes", type=int, default=100)
+    pla.add_argument("--seed", type=int, default=1000, help="base reset seed, as in `confirm`")
+    pla.add_argument("--steps", type=lambda text: [int(x) for x in text.split(",")], default=[],
+                     help="kept checkpoints to evaluate (default: each run's last)")
     rep = commands.add_parser("report", help="tables and figures from the run directories")
     rep.add_argument("results_dir", type=Path)
     rep.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return evaluate(args.results_dir, args.overrides)
+    if args.command == "placebo":
+        return placebo(args.results_dir, args.episodes, args.seed, args.steps)
     if args.command == "probe":
         return probe(args.results_dir, args.states, args.overrides)
     if args.command == "confirm":

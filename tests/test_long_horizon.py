@@ -72,6 +72,14 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     assert probed["states"] == 256 and probed["results"]["0"]["displacement"] == 0.0
     assert probed["results"]["8"]["displacement"] > 0.01 and probed["results"]["8"]["q"] > probed["results"]["0"]["q"]
 
+    # the placebo: the same episodes, the transport in random directions; budget 0 does not move, so it is unchanged
+    assert study.main(["placebo", str(results), "--episodes", "30", "--seed", "100"]) == 0
+    assert "1 placebo evaluation(s) written" in capsys.readouterr().out  # VGF only
+    blind = json.loads((results / "vgf-s1" / "eval" / "budgets_step20-seed101-transport=random.json").read_text())
+    assert blind["results"]["0"]["per_episode"] == last["results"]["0"]["per_episode"]
+    assert blind["results"]["8"]["displacement"] > 0.01
+    assert blind["results"]["8"]["per_episode"] != last["results"]["8"]["per_episode"]
+
     out = tmp_path / "report"
     assert study.main(["report", str(results), str(out)]) == 0
     text = (out / "report.md").read_text()
@@ -79,6 +87,7 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     assert (f"| 20 | trained | {at['data']['q']:.2f} | {at['0']['q']:.2f} | {at['8']['q']:.2f} | "
             f"{at['data']['q_std']:.2f} |") in text
     assert "## Again with more episodes\n" in text and "| 10 | vgf | 1 | trained | 30 |" in text
+    assert "| 20 | vgf | 1 | transport=random | 30 |" in text and "| 20 | vgf budget 8 | vgf budget 0 | transport=random |" in text
     p0, p8 = (sum(outcomes[b]) / 30 for b in (0, 8))
     assert f"| 20 | vgf | 1 | trained | 30 | {p0:.2f} ± {(p0 * (1 - p0) / 30) ** 0.5:.2f} | {p8:.2f} ± " in text
     solved = [n for x, n in zip(outcomes[0], last["results"]["0"]["per_episode"]["length"]) if x]  # one-step episodes
