@@ -56,7 +56,7 @@ from vgf.evaluation import EnvPool, env_workers
 from vgf.cli import main as vgf_main
 from vgf.cli import override
 from vgf.files import atomic_file, atomic_write_text
-from vgf.training import evaluate_agent, eval_record_name, list_checkpoints, load_run, settings_suffix
+from vgf.training import eval_record, eval_record_name, evaluate_agent, list_checkpoints, load_run, settings_suffix
 
 HEALTH = ("train/critic_loss", "val/critic_loss", "train/q_mean", "val/q_mean")
 TRAINED = "trained"  # the setting label of evaluations with the run's own test-time settings
@@ -118,6 +118,11 @@ def number(value) -> float:
     return float(value) if value is not None else math.nan  # the logger writes non-finite values as strings
 
 
+def setting_label(record: dict) -> str:
+    """A record's changed test-time settings as 'key=value ...' (sorted); '' for the trained ones."""
+    return " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
+
+
 def read_runs(results_dir: Path) -> list[Run]:
     runs = []
     for path in sorted(results_dir.iterdir()):
@@ -131,7 +136,7 @@ def read_runs(results_dir: Path) -> list[Run]:
                   tuple(settings["eval_budgets"]), settings["eval_episodes"], config, rows)
         for record_path in sorted((path / "eval").glob("budgets_step*.json")):
             record = json.loads(record_path.read_text())
-            setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
+            setting = setting_label(record)
             if record["seed"] != run.seed:  # other initial states: a `confirm` evaluation, or not this study's
                 if all("success" in r.get("per_episode", {}) for r in record["results"].values()):
                     run.confirmations[(setting or TRAINED, record["step"])] = Confirmation(
@@ -147,7 +152,7 @@ def read_runs(results_dir: Path) -> list[Run]:
                 run.start_values[(setting or TRAINED, record["step"])] = values
         for record_path in sorted((path / "eval").glob("probe_step*.json")):
             record = json.loads(record_path.read_text())
-            setting = " ".join(f"{key}={value}" for key, value in sorted(record["test_time_settings"].items()))
+            setting = setting_label(record)
             run.probes[(setting or TRAINED, record["step"])] = record["results"]
         runs.append(run)
     if not runs:
@@ -318,9 +323,7 @@ def placebo(results_dir: Path, episodes: int, seed: int, steps: list[int]) -> in
             with EnvPool(functools.partial(make_env, run.task), workers=workers) as pool:
                 results = evaluate_agent(agent, run.task, run.budgets, episodes, seed + run.seed, pool, progress=True,
                                          per_episode=True)
-            record = {"step": step, "episodes": episodes, "seed": seed + run.seed,
-                      "seconds": time.perf_counter() - began, "test_time_settings": PLACEBO,
-                      "results": {str(b): r for b, r in results.items()}}
+            record = eval_record(step, episodes, seed + run.seed, time.perf_counter() - began, PLACEBO, results)
             atomic_write_text(out, json.dumps(record, indent=2))
             done += 1
     print(f"{done} placebo evaluation(s) written")

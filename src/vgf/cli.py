@@ -318,7 +318,7 @@ def cmd_eval(args) -> int:
     from vgf.envs import make_env, task_spec
     from vgf.evaluation import EnvPool, env_workers, plot_budget_curve
     from vgf.files import atomic_write_text
-    from vgf.training import eval_record_name, evaluate_agent, load_run, settings_suffix
+    from vgf.training import eval_record, eval_record_name, evaluate_agent, load_run, settings_suffix
 
     if min(args.vgf_steps) < 0 or args.episodes <= 0:
         raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")
@@ -337,7 +337,7 @@ def cmd_eval(args) -> int:
     out_dir = Path(args.run_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = settings_suffix(changed)  # a changed setting never overwrites the default's plot
-    record = {"step": step, "episodes": args.episodes, "seed": args.seed, "seconds": elapsed, "test_time_settings": changed, "results": {str(b): r for b, r in results.items()}}
+    record = eval_record(step, args.episodes, args.seed, elapsed, changed, results)
     out_file = out_dir / eval_record_name(step, args.seed, changed)
     atomic_write_text(out_file, json.dumps(record, indent=2))
     described = "".join(f", {name}={value}" for name, value in changed.items())

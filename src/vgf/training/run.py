@@ -212,6 +212,12 @@ def eval_record_name(step: int, seed: int, settings: dict[str, Any]) -> str:
     return f"budgets_step{step}{seed_part}{settings_suffix(settings)}.json"
 
 
+def eval_record(step: int, episodes: int, seed: int, seconds: float, settings: dict[str, Any], results) -> dict:
+    """The `vgf eval` record of `evaluate_agent`'s results (saved as JSON under `eval_record_name`)."""
+    return {"step": step, "episodes": episodes, "seed": seed, "seconds": seconds, "test_time_settings": settings,
+            "results": {str(budget): stats for budget, stats in results.items()}}
+
+
 def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None, progress=False,
                    per_episode: bool = False):
     """Success rate, return and displacement per transport budget, all budgets in one batched pass.
