@@ -515,10 +515,12 @@ Pairs = list[tuple[dict[str, list[float]], dict[str, list[float]]]]  # (A's per-
 
 def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs, bool]]:
     """(step, A, B, setting, pairs, one critic) for each comparison on shared initial states: each budget agent's
-    budgets against its budget 0 (one critic values both), then, with the trained settings, its budget 0 against every
-    other agent of the same seed."""
+    budgets against its budget 0 (one critic values both); for the placebo, also each budget along the critic's
+    gradient against the same budget in random directions; then, with the trained settings, its budget 0 against
+    every other agent of the same seed."""
     comparisons = []
     budget_agents = [agent for agent, runs in groups.items() if runs[0].uses_budgets]
+    placebo_label = setting_label({"test_time_settings": PLACEBO})
     for step, setting in confirmed(groups):
         for agent in budget_agents:
             found = [run.confirmations[(setting, step)] for run in groups[agent] if (setting, step) in run.confirmations]
@@ -526,6 +528,17 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
                 pairs = [(c.per_episode[b], c.per_episode[0]) for c in found
                          if b in c.per_episode and 0 in c.per_episode]
                 comparisons.append((step, f"{agent} budget {b}", f"{agent} budget 0", setting, pairs, True))
+            if setting != placebo_label:
+                continue
+            twins = [(run.confirmations[(TRAINED, step)], run.confirmations[(setting, step)]) for run in groups[agent]
+                     if (TRAINED, step) in run.confirmations and (setting, step) in run.confirmations
+                     and run.confirmations[(TRAINED, step)].seed == run.confirmations[(setting, step)].seed]
+            for b in sorted({b for _, blind in twins for b in blind.per_episode if b}):
+                pairs = [(gradient.per_episode[b], blind.per_episode[b]) for gradient, blind in twins
+                         if b in gradient.per_episode and b in blind.per_episode]
+                if pairs:
+                    comparisons.append((step, f"{agent} budget {b}, trained", f"{agent} budget {b}", setting, pairs,
+                                        True))
         if setting != TRAINED:
             continue
         for agent in budget_agents:
@@ -694,7 +707,9 @@ def report(results_dir: Path, out_dir: Path) -> int:
                   "difference of the discounted returns, the critics' own objective, ± its standard error over the "
                   "pairs: a policy can solve fewer episodes and still solve them sooner. Beside it, for two budgets "
                   "of one agent, what its critic expects the move to gain at the first step: the difference of its "
-                  "values of the two first actions.", "",
+                  "values of the two first actions. Under the placebo's setting, `vgf budget b, trained` against "
+                  "`vgf budget b` is the transport along the critic's gradient against the same moves in random "
+                  "directions.", "",
                   *paired_table(groups), ""]
     text = "\n".join(lines)
     atomic_write_text(out_dir / "report.md", text)

@@ -88,6 +88,10 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
             f"{at['data']['q_std']:.2f} |") in text
     assert "## Again with more episodes\n" in text and "| 10 | vgf | 1 | trained | 30 |" in text
     assert "| 20 | vgf | 1 | transport=random | 30 |" in text and "| 20 | vgf budget 8 | vgf budget 0 | transport=random |" in text
+    along = np.asarray(last["results"]["8"]["per_episode"]["success"], bool)  # the critic's gradient, then random
+    across = np.asarray(blind["results"]["8"]["per_episode"]["success"], bool)
+    assert (f"| 20 | vgf budget 8, trained | vgf budget 8 | transport=random | 1 | {np.sum(along & ~across)} | "
+            f"{np.sum(~along & across)} | {np.sum(along & across)} |") in text
     p0, p8 = (sum(outcomes[b]) / 30 for b in (0, 8))
     assert f"| 20 | vgf | 1 | trained | 30 | {p0:.2f} ± {(p0 * (1 - p0) / 30) ** 0.5:.2f} | {p8:.2f} ± " in text
     solved = [n for x, n in zip(outcomes[0], last["results"]["0"]["per_episode"]["length"]) if x]  # one-step episodes
