@@ -302,8 +302,9 @@ class RandomDirectionVGF(VGFAgent):
         return random_score
 
 
-def placebo(results_dir: Path, episodes: int, seed: int, steps: list[int]) -> int:
-    """`confirm` of every VGF run with `RandomDirectionVGF`, written as `vgf eval` writes its records."""
+def placebo(results_dir: Path, episodes: int, seed: int, steps: list[int], overrides: list[str]) -> int:
+    """`confirm` of every VGF run with `RandomDirectionVGF` (and `overrides`), written as `vgf eval` writes its
+    records."""
     if episodes <= 0 or seed <= 0:
         raise ValueError(f"--episodes and --seed must be positive, got {episodes} and {seed}")
     done = 0
@@ -311,19 +312,22 @@ def placebo(results_dir: Path, episodes: int, seed: int, steps: list[int]) -> in
         if run.agent != "vgf":
             continue
         kept = {step for step, _ in list_checkpoints(run.path / "checkpoints")}
+        changed = applied(overrides, run)
+        settings = {**changed, **PLACEBO}
         for step in steps or [run.steps]:
-            out = run.path / "eval" / eval_record_name(step, seed + run.seed, PLACEBO)
+            out = run.path / "eval" / eval_record_name(step, seed + run.seed, settings)
             if step not in kept or out.exists():
                 continue
-            print(f"{run.path.name}: step {step}, {episodes} episodes, placebo", flush=True)
+            print(f"{run.path.name}: step {step}, {episodes} episodes, placebo{settings_suffix(changed)}", flush=True)
             _, agent, _ = load_run(run.path, step)
+            agent = with_test_time_settings(run.agent, agent, changed)
             agent = RandomDirectionVGF(**{f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)})
             began = time.perf_counter()
             workers = env_workers(None, task_spec(run.task).max_episode_steps)
             with EnvPool(functools.partial(make_env, run.task), workers=workers) as pool:
                 results = evaluate_agent(agent, run.task, run.budgets, episodes, seed + run.seed, pool, progress=True,
                                          per_episode=True)
-            record = eval_record(step, episodes, seed + run.seed, time.perf_counter() - began, PLACEBO, results)
+            record = eval_record(step, episodes, seed + run.seed, time.perf_counter() - began, settings, results)
             atomic_write_text(out, json.dumps(record, indent=2))
             done += 1
     print(f"{done} placebo evaluation(s) written")
@@ -515,29 +519,30 @@ Pairs = list[tuple[dict[str, list[float]], dict[str, list[float]]]]  # (A's per-
 
 def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs, bool]]:
     """(step, A, B, setting, pairs, one critic) for each comparison on shared initial states: each budget agent's
-    budgets against its budget 0 (one critic values both); for the placebo, also each budget along the critic's
-    gradient against the same budget in random directions; then, with the trained settings, its budget 0 against
-    every other agent of the same seed."""
+    budgets against its budget 0 (one critic values both); under a placebo's settings, also each budget in random
+    directions against the same budget along the critic's gradient with the other settings the same; then, with the
+    trained settings, its budget 0 against every other agent of the same seed."""
     comparisons = []
     budget_agents = [agent for agent, runs in groups.items() if runs[0].uses_budgets]
     placebo_label = setting_label({"test_time_settings": PLACEBO})
     for step, setting in confirmed(groups):
+        along = " ".join(part for part in setting.split() if part != placebo_label) or TRAINED
         for agent in budget_agents:
             found = [run.confirmations[(setting, step)] for run in groups[agent] if (setting, step) in run.confirmations]
             for b in sorted({b for c in found for b in c.per_episode if b}):
                 pairs = [(c.per_episode[b], c.per_episode[0]) for c in found
                          if b in c.per_episode and 0 in c.per_episode]
                 comparisons.append((step, f"{agent} budget {b}", f"{agent} budget 0", setting, pairs, True))
-            if setting != placebo_label:
+            if along == setting:
                 continue
-            twins = [(run.confirmations[(TRAINED, step)], run.confirmations[(setting, step)]) for run in groups[agent]
-                     if (TRAINED, step) in run.confirmations and (setting, step) in run.confirmations
-                     and run.confirmations[(TRAINED, step)].seed == run.confirmations[(setting, step)].seed]
+            twins = [(run.confirmations[(along, step)], run.confirmations[(setting, step)]) for run in groups[agent]
+                     if (along, step) in run.confirmations and (setting, step) in run.confirmations
+                     and run.confirmations[(along, step)].seed == run.confirmations[(setting, step)].seed]
             for b in sorted({b for _, blind in twins for b in blind.per_episode if b}):
                 pairs = [(gradient.per_episode[b], blind.per_episode[b]) for gradient, blind in twins
                          if b in gradient.per_episode and b in blind.per_episode]
                 if pairs:
-                    comparisons.append((step, f"{agent} budget {b}, trained", f"{agent} budget {b}", setting, pairs,
+                    comparisons.append((step, f"{agent} budget {b}, {along}", f"{agent} budget {b}", setting, pairs,
                                         True))
         if setting != TRAINED:
             continue
@@ -707,8 +712,8 @@ def report(results_dir: Path, out_dir: Path) -> int:
                   "difference of the discounted returns, the critics' own objective, ± its standard error over the "
                   "pairs: a policy can solve fewer episodes and still solve them sooner. Beside it, for two budgets "
                   "of one agent, what its critic expects the move to gain at the first step: the difference of its "
-                  "values of the two first actions. Under the placebo's setting, `vgf budget b, trained` against "
-                  "`vgf budget b` is the transport along the critic's gradient against the same moves in random "
+                  "values of the two first actions. Under a placebo's settings, `vgf budget b, S` against `vgf budget "
+                  "b` is the transport along the critic's gradient (settings S) against the same moves in random "
                   "directions.", "",
                   *paired_table(groups), ""]
     text = "\n".join(lines)
@@ -749,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
     pla.add_argument("--seed", type=int, default=1000, help="base reset seed, as in `confirm`")
     pla.add_argument("--steps", type=lambda text: [int(x) for x in text.split(",")], default=[],
                      help="kept checkpoints to evaluate (default: each run's last)")
+    pla.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="a test-time field, as in `evaluate`")
     rep = commands.add_parser("report", help="tables and figures from the run directories")
     rep.add_argument("results_dir", type=Path)
     rep.add_argument("out_dir", type=Path)
@@ -756,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         return evaluate(args.results_dir, args.overrides)
     if args.command == "placebo":
-        return placebo(args.results_dir, args.episodes, args.seed, args.steps)
+        return placebo(args.results_dir, args.episodes, args.seed, args.steps, args.overrides)
     if args.command == "probe":
         return probe(args.results_dir, args.states, args.overrides)
     if args.command == "confirm":

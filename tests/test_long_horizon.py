@@ -79,6 +79,15 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     assert blind["results"]["0"]["per_episode"] == last["results"]["0"]["per_episode"]
     assert blind["results"]["8"]["displacement"] > 0.01
     assert blind["results"]["8"]["per_episode"] != last["results"]["8"]["per_episode"]
+    # with a changed setting, the placebo pairs with `confirm`'s evaluation at that setting
+    for command in ("confirm", "placebo"):
+        assert study.main([command, str(results), "--episodes", "30", "--seed", "100", "--set", "vgf_lr=0.1"]) == 0
+    assert "1 placebo evaluation(s) written" in capsys.readouterr().out
+    small = json.loads((results / "vgf-s1" / "eval" / "budgets_step20-seed101-vgf_lr=0.1.json").read_text())
+    small_blind = json.loads((results / "vgf-s1" / "eval" / "budgets_step20-seed101-vgf_lr=0.1-transport=random.json")
+                             .read_text())
+    assert small_blind["test_time_settings"] == {"vgf_lr": 0.1, "transport": "random"}
+    assert small_blind["results"]["0"]["per_episode"] == small["results"]["0"]["per_episode"]
 
     out = tmp_path / "report"
     assert study.main(["report", str(results), str(out)]) == 0
@@ -92,6 +101,10 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     across = np.asarray(blind["results"]["8"]["per_episode"]["success"], bool)
     assert (f"| 20 | vgf budget 8, trained | vgf budget 8 | transport=random | 1 | {np.sum(along & ~across)} | "
             f"{np.sum(~along & across)} | {np.sum(along & across)} |") in text
+    along = np.asarray(small["results"]["8"]["per_episode"]["success"], bool)
+    across = np.asarray(small_blind["results"]["8"]["per_episode"]["success"], bool)
+    assert (f"| 20 | vgf budget 8, vgf_lr=0.1 | vgf budget 8 | transport=random vgf_lr=0.1 | 1 | "
+            f"{np.sum(along & ~across)} | {np.sum(~along & across)} |") in text
     p0, p8 = (sum(outcomes[b]) / 30 for b in (0, 8))
     assert f"| 20 | vgf | 1 | trained | 30 | {p0:.2f} ± {(p0 * (1 - p0) / 30) ** 0.5:.2f} | {p8:.2f} ± " in text
     solved = [n for x, n in zip(outcomes[0], last["results"]["0"]["per_episode"]["length"]) if x]  # one-step episodes
