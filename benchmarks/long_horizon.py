@@ -21,9 +21,10 @@ does on held-out states (the task's validation file) at each kept evaluation ste
 value of the action played at each budget, how much its ensemble members disagree there, and how far that action lies
 from the dataset's action at the state, beside the same at the dataset's actions. `placebo` is `confirm` for VGF
 with the critic's direction replaced by random ones of the same length: what moves of that size do without the
-critic's information (the record's setting is `transport=random`). `report` writes `report.md` (how
-far each run got, success over training per agent, VGF's success over updates x budget at each test-time setting, the
-critic's training and held-out losses, mean Q and value error, the probes and the confirmations),
+critic's information (the record's setting is `transport=random`; with `--set`, at other test-time settings).
+`report` writes `report.md` (how far each run got, success over training per agent, VGF's success over updates x
+budget at each test-time setting, the critic's training and held-out losses, mean Q and value error, the probes and
+the confirmations),
 `learning_curves.png`, `budget_heatmap.png` and `critic_health.png`, and prints the markdown. Figures are means over
 the seeds that reached each step; the tables give every seed.
 """
@@ -519,8 +520,8 @@ Pairs = list[tuple[dict[str, list[float]], dict[str, list[float]]]]  # (A's per-
 
 def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs, bool]]:
     """(step, A, B, setting, pairs, one critic) for each comparison on shared initial states: each budget agent's
-    budgets against its budget 0 (one critic values both); under a placebo's settings, also each budget in random
-    directions against the same budget along the critic's gradient with the other settings the same; then, with the
+    budgets against its budget 0 (one critic values both); under a placebo's settings, also each budget along the
+    critic's gradient (the other settings the same) against the same budget in random directions; then, with the
     trained settings, its budget 0 against every other agent of the same seed."""
     comparisons = []
     budget_agents = [agent for agent, runs in groups.items() if runs[0].uses_budgets]
