@@ -515,7 +515,7 @@ def confirm_table(groups: dict[str, list[Run]], solved_lengths: bool = False) ->
     return lines
 
 
-Pairs = list[tuple[dict[str, list[float]], dict[str, list[float]]]]  # (A's per-episode values, B's), one per seed
+Pairs = list[tuple[int, dict[str, list[float]], dict[str, list[float]]]]  # (run seed, A's per-episode values, B's)
 
 
 def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, Pairs, bool]]:
@@ -529,18 +529,20 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
     for step, setting in confirmed(groups):
         along = " ".join(part for part in setting.split() if part != placebo_label) or TRAINED
         for agent in budget_agents:
-            found = [run.confirmations[(setting, step)] for run in groups[agent] if (setting, step) in run.confirmations]
-            for b in sorted({b for c in found for b in c.per_episode if b}):
-                pairs = [(c.per_episode[b], c.per_episode[0]) for c in found
+            found = [(run.seed, run.confirmations[(setting, step)]) for run in groups[agent]
+                     if (setting, step) in run.confirmations]
+            for b in sorted({b for _, c in found for b in c.per_episode if b}):
+                pairs = [(seed, c.per_episode[b], c.per_episode[0]) for seed, c in found
                          if b in c.per_episode and 0 in c.per_episode]
                 comparisons.append((step, f"{agent} budget {b}", f"{agent} budget 0", setting, pairs, True))
             if along == setting:
                 continue
-            twins = [(run.confirmations[(along, step)], run.confirmations[(setting, step)]) for run in groups[agent]
+            twins = [(run.seed, run.confirmations[(along, step)], run.confirmations[(setting, step)])
+                     for run in groups[agent]
                      if (along, step) in run.confirmations and (setting, step) in run.confirmations
                      and run.confirmations[(along, step)].seed == run.confirmations[(setting, step)].seed]
-            for b in sorted({b for _, blind in twins for b in blind.per_episode if b}):
-                pairs = [(gradient.per_episode[b], blind.per_episode[b]) for gradient, blind in twins
+            for b in sorted({b for _, _, blind in twins for b in blind.per_episode if b}):
+                pairs = [(seed, gradient.per_episode[b], blind.per_episode[b]) for seed, gradient, blind in twins
                          if b in gradient.per_episode and b in blind.per_episode]
                 if pairs:
                     comparisons.append((step, f"{agent} budget {b}, {along}", f"{agent} budget {b}", setting, pairs,
@@ -555,7 +557,7 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
                     twin = next((r.confirmations.get((TRAINED, step)) for r in groups[other] if r.seed == run.seed),
                                 None)
                     if mine is not None and twin is not None and mine.seed == twin.seed:
-                        pairs.append((mine.per_episode[0], twin.per_episode[0]))
+                        pairs.append((run.seed, mine.per_episode[0], twin.per_episode[0]))
                 if pairs:
                     comparisons.append((step, f"{agent} budget 0", other, TRAINED, pairs, False))
     return comparisons
@@ -563,23 +565,35 @@ def paired_rows(groups: dict[str, list[Run]]) -> list[tuple[int, str, str, str, 
 
 def paired_difference(pairs: Pairs, key: str) -> str:
     """The mean of A's `key` minus B's over the paired episodes ± its standard error; '-' where one side lacks it."""
-    if not all(key in x and key in y for x, y in pairs):
+    if not all(key in x and key in y for _, x, y in pairs):
         return "-"
-    difference = np.concatenate([np.subtract(x[key], y[key]) for x, y in pairs])
+    difference = np.concatenate([np.subtract(x[key], y[key]) for _, x, y in pairs])
     return f"{difference.mean():.1f} ± {difference.std(ddof=1) / math.sqrt(difference.size):.1f}"
+
+
+def per_seed_difference(pairs: Pairs, key: str) -> str:
+    """`paired_difference` of each seed alone, `seed: mean ± se` joined by '; ' (the pooled figure can hide seeds
+    that disagree); '-' for a single seed."""
+    if len(pairs) < 2:
+        return "-"
+    return "; ".join(f"{seed}: {paired_difference([(seed, x, y)], key)}"
+                     for seed, x, y in sorted(pairs, key=lambda pair: pair[0]))
 
 
 def paired_table(groups: dict[str, list[Run]]) -> list[str]:
     lines = ["| updates | A | B | setting | seeds | A only | B only | both | neither | p (exact sign test) | "
-             "discounted return, A - B | the critic's value of the first action, A - B |", "|" + "---|" * 12]
+             "discounted return, A - B | the critic's value of the first action, A - B | "
+             "discounted return, A - B, each seed |",
+             "|" + "---|" * 13]
     for step, first, second, setting, pairs, one_critic in paired_rows(groups):
-        a = np.concatenate([np.asarray(x["success"], bool) for x, _ in pairs])
-        b = np.concatenate([np.asarray(y["success"], bool) for _, y in pairs])
+        a = np.concatenate([np.asarray(x["success"], bool) for _, x, _ in pairs])
+        b = np.concatenate([np.asarray(y["success"], bool) for _, _, y in pairs])
         wins, losses = int(np.sum(a & ~b)), int(np.sum(~a & b))
         critic_gain = paired_difference(pairs, "q_start") if one_critic else "-"  # two critics' values do not compare
         lines.append(f"| {step} | {first} | {second} | {setting} | {len(pairs)} | {wins} | {losses} | "
                      f"{int(np.sum(a & b))} | {int(np.sum(~a & ~b))} | {sign_test(wins, losses):.3f} | "
-                     f"{paired_difference(pairs, 'discounted_return')} | {critic_gain} |")
+                     f"{paired_difference(pairs, 'discounted_return')} | {critic_gain} | "
+                     f"{per_seed_difference(pairs, 'discounted_return')} |")
     return lines
 
 
@@ -709,11 +723,12 @@ def report(results_dir: Path, out_dir: Path) -> int:
                   "solves the task when it does.", "", *confirm_table(groups, solved_lengths=True), "",
                   "Episode by episode: every budget, and every agent of one seed, starts episode i from the same "
                   "state. `A only` counts the episodes A solved and B did not. The p-value is the exact two-sided "
-                  "sign test on those discordant episodes, pooled over the seeds. The last column is the mean "
-                  "difference of the discounted returns, the critics' own objective, ± its standard error over the "
-                  "pairs: a policy can solve fewer episodes and still solve them sooner. Beside it, for two budgets "
-                  "of one agent, what its critic expects the move to gain at the first step: the difference of its "
-                  "values of the two first actions. Under a placebo's settings, `vgf budget b, S` against `vgf budget "
+                  "sign test on those discordant episodes, pooled over the seeds. Then the mean difference of the "
+                  "discounted returns, the critics' own objective, ± its standard error over the pairs: a policy can "
+                  "solve fewer episodes and still solve them sooner. Beside it, for two budgets of one agent, what its "
+                  "critic expects the move to gain at the first step: the difference of its values of the two first "
+                  "actions. The last column splits the discounted-return difference by seed, where the pooled "
+                  "figure could hide seeds that disagree. Under a placebo's settings, `vgf budget b, S` against `vgf budget "
                   "b` is the transport along the critic's gradient (settings S) against the same moves in random "
                   "directions.", "",
                   *paired_table(groups), ""]

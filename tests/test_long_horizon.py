@@ -116,8 +116,14 @@ def test_every_kept_checkpoint_is_evaluated_once_and_reported(study, tmp_path, c
     row = next(line for line in text.splitlines() if line.startswith("| 20 | vgf budget 8 | vgf budget 0 |"))
     expected = np.subtract(*(last["results"][b]["per_episode"]["q_start"] for b in ("8", "0")))
     assert row.endswith(f"| {gains.mean():.1f} ± {gains.std(ddof=1) / 30 ** 0.5:.1f} | "
-                        f"{expected.mean():.1f} ± {expected.std(ddof=1) / 30 ** 0.5:.1f} |")
-    assert next(line for line in text.splitlines() if line.startswith("| 20 | vgf budget 0 | bc |")).endswith(" | - |")
+                        f"{expected.mean():.1f} ± {expected.std(ddof=1) / 30 ** 0.5:.1f} | - |")  # one seed
+    assert next(line for line in text.splitlines() if line.startswith("| 20 | vgf budget 0 | bc |")).endswith(
+        " | - | - |")
+    # with two seeds the last column gives each seed's difference, which the pooled one can hide
+    pairs = [(1, {"r": [3.0, 5.0]}, {"r": [0.0, 0.0]}), (0, {"r": [-4.0, -2.0]}, {"r": [0.0, 0.0]})]
+    assert study.paired_difference(pairs, "r") == "0.5 ± 2.1"
+    assert study.per_seed_difference(pairs, "r") == "0: -3.0 ± 1.0; 1: 4.0 ± 1.0"
+    assert study.per_seed_difference(pairs[:1], "r") == "-"
     wins = sum(a > b for a, b in zip(outcomes[0], bc_outcomes))
     assert f"| 20 | vgf budget 0 | bc | trained | 1 | {wins} |" in text
     assert "| vgf-s1 | 20 | 20 | 20 |" in text
