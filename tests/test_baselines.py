@@ -14,8 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgf.agents import config_from_dict, get_agent, make_config, needs_next_actions, task_dataset, task_values
+from vgf.agents import (
+    config_from_dict,
+    get_agent,
+    make_config,
+    needs_next_actions,
+    scales_rewards,
+    task_dataset,
+    task_values,
+)
 from vgf.data import Dataset
+from vgf.data.locomotion import LOCOMOTION_ENVS
 from vgf.training import load_checkpoint, save_checkpoint, train_chunk
 
 OBS_DIM, ACTION_DIM = 3, 2
@@ -276,9 +285,9 @@ def test_per_environment_values_of_the_fql_paper():
     assert config("iql", "cube-double-play-singletask-task1", "cpu-small") == make_config("iql", "cpu-small")
     # The user's overrides win over the environment's values.
     assert config("rebrac", "cube-single-play-singletask-task1", "paper", {"alpha_critic": 0.0}).alpha_critic == 0.0
-    # Tasks without values (another dataset, the bandit, D4RL) and the bandit preset keep the preset's own.
+    # Tasks without values (another dataset, the bandit, D4RL AntMaze) and the bandit preset keep the preset's own.
     assert config("fql", "cube-single-noisy-singletask-task1") == make_config("fql", "paper")
-    assert config("iql", "d4rl:hopper-medium-v2") == make_config("iql", "paper")
+    assert config("iql", "d4rl:antmaze-umaze-v2") == make_config("iql", "paper")
     assert config("fql", puzzle, "bandit") == make_config("fql", "bandit")
     assert task_values("bc", "paper", puzzle) == {}
 
@@ -287,9 +296,11 @@ def test_per_environment_values_of_the_fql_paper():
 def test_every_environment_value_names_a_dataset_and_validates(name):
     module = get_agent(name)
     for dataset, values in module.TASK_VALUES.items():
-        assert task_dataset(f"{dataset}-singletask-task1") == dataset, dataset  # an OGBench dataset vgf knows
+        # an OGBench or D4RL locomotion dataset vgf knows
+        task = f"d4rl:{dataset}-v5" if dataset.split("-")[0] in LOCOMOTION_ENVS else f"{dataset}-singletask-task1"
+        assert task_dataset(task) == dataset, dataset
         for preset in module.TASK_PRESETS:
-            config = make_config(name, preset, task=f"{dataset}-singletask-task1")
+            config = make_config(name, preset, task=task)
             assert all(getattr(config, field) == value for field, value in values.items()), (dataset, preset)
 
 
@@ -320,3 +331,30 @@ def test_invalid_configs_name_the_field(name, overrides, field):
 def test_only_the_transport_agents_use_budgets():
     expected = {"vgf": True, "avgf": True, "bc": False, "rejection": False, "fql": False, "iql": False, "rebrac": False}
     assert {name: get_agent(name).USES_BUDGETS for name in expected} == expected
+
+
+def test_d4rl_locomotion_values_of_the_reference_papers():
+    def config(agent, task, preset="cpu-small"):
+        return make_config(agent, preset, task=task)
+
+    iql = config("iql", "d4rl:walker2d-medium-v5")  # IQL's configs/mujoco_config.py
+    assert (iql.expectile, iql.awr_alpha, iql.hidden_dims, iql.critic_layer_norm) == (0.7, 3.0, (256, 256), False)
+    assert config("iql", "d4rl:walker2d-medium-v2", "paper") == iql  # D4RL's own files and ours: the same values
+    rebrac = config("rebrac", "d4rl:hopper-medium-replay-v5", "paper")  # ReBRAC's per-dataset configs
+    assert (rebrac.alpha_actor, rebrac.alpha_critic, rebrac.batch_size, rebrac.learning_rate) == (0.05, 0.5, 1024, 1e-3)
+    assert (config("rebrac", "d4rl:halfcheetah-medium-v5").alpha_actor,
+            config("rebrac", "d4rl:halfcheetah-medium-v5").alpha_critic) == (0.001, 0.01)
+    assert config("rebrac", "d4rl:hopper-random-v5") == make_config("rebrac", "cpu-small")  # no published values
+    fql = config("fql", "d4rl:hopper-medium-v5")
+    assert (fql.alpha, fql.normalize_q_loss) == (10.0, True)
+    # VGF: paper is paper-d4rl there, and cpu-small its CPU version
+    assert config("vgf", "d4rl:hopper-medium-v5", "paper") == make_config("vgf", "paper-d4rl")
+    assert config("vgf", "d4rl:hopper-medium-v5") == make_config("vgf", "cpu-d4rl")
+    cpu = make_config("vgf", "cpu-d4rl")
+    assert (cpu.target_q_agg, cpu.select_q_agg, cpu.transport_q_agg, cpu.vgf_lr, cpu.vgf_alpha) == ("min", "min", "mean",
+                                                                                                   0.1, 0.1)
+    assert config("vgf", "d4rl:antmaze-umaze-v2") == make_config("vgf", "cpu-small")
+    # Rewards scaled by 1000 / (max - min episode return) where the reference code does it: VGF's and IQL's
+    assert [scales_rewards(agent, "d4rl:hopper-medium-v5") for agent in ("vgf", "iql", "rebrac", "fql", "bc")] == [
+        True, True, False, False, False]
+    assert not scales_rewards("vgf", "d4rl:antmaze-umaze-v2") and not scales_rewards("vgf", "puzzle-3x3-play-singletask")

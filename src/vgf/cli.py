@@ -85,10 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="make or check offline datasets").add_subparsers(dest="data_command", required=True)
-    make = data.add_parser("make", help="generate an OGBench play dataset locally with the scripted oracles")
-    make.add_argument("dataset", help="e.g. cube-single-play, cube-double-play, scene-play, puzzle-3x3-play")
-    make.add_argument("--episodes", type=int, default=1000, help="training episodes (plus 10%% for the -val file)")
-    make.add_argument("--max-episode-steps", type=int, default=1001)
+    make = data.add_parser("make", help="generate a dataset locally: OGBench play (scripted oracles) or D4RL-protocol "
+                           "locomotion (<env>-<dataset>-v5, a SAC teacher)")
+    make.add_argument("dataset", help="e.g. cube-single-play, puzzle-3x3-play, hopper-medium-v5, walker2d-medium-replay-v5")
+    make.add_argument("--episodes", type=int, default=1000, help="OGBench: training episodes (plus 10%% for the -val file)")
+    make.add_argument("--max-episode-steps", type=int, default=1001, help="OGBench: steps per episode")
+    make.add_argument("--transitions", type=int, default=1_000_000, help="locomotion: samples per collected dataset (D4RL: 1M)")
+    make.add_argument("--teacher-dir", help="locomotion: where SAC teacher runs live and resume (default: <out>/teachers)")
+    make.add_argument("--teacher-steps", type=int, default=1_000_000, help="locomotion: the teacher's step budget (the expert's)")
+    make.add_argument("--medium-return", type=float, help="locomotion: the medium threshold (default: 1/3 of D4RL's expert return)")
     make.add_argument("--out", default="data", help="output directory")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--workers", type=int, help="processes collecting episodes (default: one per core; the file is the same)")
@@ -122,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--online-envs", type=int, default=1, help="environments stepped together in the online phase")
     tr.add_argument("--updates-per-env-step", type=int, default=1, help="updates after each online env step (per environment)")
     tr.add_argument("--explore-vgf-steps", type=int, default=0, help="transport budget when acting online (0: best of N particles by Q, the paper's setting)")
-    tr.add_argument("--normalize-rewards", action="store_true", help="scale dataset and online rewards so dataset episode returns span 1000")
+    tr.add_argument("--normalize-rewards", action=argparse.BooleanOptionalAction, help="scale dataset and online rewards so dataset "
+                    "episode returns span 1000 (default: as the agent's reference does: VGF and IQL on D4RL locomotion)")
     add_logger_argument(tr)
 
     ev = commands.add_parser("eval", help="evaluate a trained run at several transport budgets")
@@ -187,7 +193,16 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_data(args) -> int:
     from vgf.data import check_file, generate_ogbench_dataset
+    from vgf.data.locomotion import generate_locomotion_dataset, is_locomotion_name
 
+    if args.data_command == "make" and is_locomotion_name(args.dataset):
+        began = time.perf_counter()
+        path = generate_locomotion_dataset(
+            args.dataset, args.out, transitions=args.transitions, seed=args.seed, workers=args.workers,
+            teacher_dir=args.teacher_dir, teacher_budget=args.teacher_steps, medium_return=args.medium_return,
+        )
+        console.print(f"wrote {path} in {time.perf_counter() - began:.0f} s")
+        return 0
     if args.data_command == "make":
         if args.episodes <= 0:
             raise ValueError(f"--episodes must be > 0, got {args.episodes}")

@@ -38,14 +38,37 @@ def get_agent(name: str) -> ModuleType:
 
 
 def task_dataset(task: str) -> str | None:
-    """The OGBench dataset a task trains on ('cube-single-play' for 'cube-single-play-singletask-task1'), or None
-    for a task that is not an OGBench single-task name (the bandit, D4RL, Minari)."""
-    from vgf.envs import parse_task  # imported here: vgf.envs loads gymnasium, which building a config does not need
+    """The dataset a task trains on, without its version: 'cube-single-play' for 'cube-single-play-singletask-task1',
+    'hopper-medium-replay' for 'd4rl:hopper-medium-replay-v5' (and -v2); None for the bandit, Minari and unknown names."""
+    # imported here: vgf.envs loads gymnasium, which building a config does not need
+    from vgf.envs import D4RL_PREFIX, parse_task
+    from vgf.envs.d4rl_envs import parse_d4rl_task
 
     try:
+        if task.startswith(D4RL_PREFIX):
+            return parse_d4rl_task(task).dataset_name.rsplit("-v", 1)[0]
         return parse_task(task).dataset_name
     except ValueError:
         return None
+
+
+def is_d4rl_locomotion(task: str | None) -> bool:
+    """Whether `task` is a D4RL locomotion task ('d4rl:hopper-medium-v2', 'd4rl:walker2d-medium-replay-v5', ...)."""
+    from vgf.envs import D4RL_PREFIX
+    from vgf.envs.d4rl_envs import parse_d4rl_task
+
+    if task is None or not task.startswith(D4RL_PREFIX):
+        return False
+    try:
+        return parse_d4rl_task(task).family != "antmaze"
+    except ValueError:
+        return False
+
+
+def scales_rewards(agent: str, task: str | None) -> bool:
+    """Whether the agent's reference scales rewards on this task by 1000 / (max - min dataset episode return): on
+    D4RL locomotion, for the agents whose module sets `D4RL_LOCOMOTION_REWARD_SCALING` (VGF's and IQL's code do)."""
+    return bool(getattr(get_agent(agent), "D4RL_LOCOMOTION_REWARD_SCALING", False)) and is_d4rl_locomotion(task)
 
 
 def task_values(agent: str, preset: str, task: str | None) -> dict:
@@ -60,11 +83,14 @@ def task_values(agent: str, preset: str, task: str | None) -> dict:
 def make_config(agent: str, preset: str, overrides: dict | None = None, task: str | None = None):
     """The preset's config with `overrides` (field -> value) applied, validated; unknown names are listed.
 
-    With a `task`, the preset first takes that task's environment values (`task_values`), and `overrides` win over them.
+    With a `task`, the preset first takes that task's environment values (`task_values`), and `overrides` win over them;
+    on D4RL locomotion an agent may name other presets for it (`LOCOMOTION_PRESETS`: VGF's paper-d4rl and cpu-d4rl).
     """
     module = get_agent(agent)
     if preset not in module.PRESETS:
         raise ValueError(f"unknown preset {preset!r} for agent {agent!r}; valid presets: {', '.join(module.PRESETS)}")
+    if is_d4rl_locomotion(task):  # an agent with presets of its own for locomotion (VGF: paper -> paper-d4rl)
+        preset = getattr(module, "LOCOMOTION_PRESETS", {}).get(preset, preset)
     config = dataclasses.replace(module.PRESETS[preset], **task_values(agent, preset, task))
     overrides = dict(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(config)}
@@ -128,8 +154,10 @@ __all__ = [
     "AGENTS",
     "config_from_dict",
     "get_agent",
+    "is_d4rl_locomotion",
     "make_config",
     "needs_next_actions",
+    "scales_rewards",
     "task_dataset",
     "task_values",
     "typed_values",

@@ -98,6 +98,11 @@ TASK_VALUES: dict[str, dict[str, Any]] = {
     # FQL README: --agent.discount=0.995 --agent.alpha=10
     "antsoccer-arena-navigate": {"alpha": 10.0, "discount": 0.995},
 }
+# D4RL locomotion: neither the FQL paper nor its README gives values. The README's advice for a new environment:
+# normalise the Q loss and tune alpha in {0.03, ..., 10}; untuned here, alpha stays at the repository's default, 10.
+TASK_VALUES.update({f"{env}-{dataset}": {"alpha": 10.0, "normalize_q_loss": True}
+                    for env in ("hopper", "walker2d", "halfcheetah", "ant")
+                    for dataset in ("random", "medium", "medium-replay", "expert", "medium-expert")})
 
 # Config fields added since checkpoints were first written, with the value the runs before them were trained with.
 LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}

@@ -88,6 +88,17 @@ TASK_VALUES: dict[str, dict[str, Any]] = {
     "humanoidmaze-medium-navigate": {"awr_alpha": 10.0, "discount": 0.995},
 }
 
+# D4RL locomotion (any dataset of hopper, walker2d, halfcheetah, ant), from the IQL authors' code
+# (ikostrikov/implicit_q_learning configs/mujoco_config.py): expectile 0.7, temperature 3.0, 2 x 256 ReLU networks
+# without LayerNorm. Still different there: its actor's learning rate follows a cosine decay (here constant), and its
+# actor learns a state-independent log-std (here unit std: the mean is what is played either way).
+_D4RL_LOCOMOTION = {"expectile": 0.7, "awr_alpha": 3.0, "hidden_dims": (256, 256), "critic_layer_norm": False,
+                    "activation": "relu"}
+TASK_VALUES.update({f"{env}-{dataset}": _D4RL_LOCOMOTION for env in ("hopper", "walker2d", "halfcheetah", "ant")
+                    for dataset in ("random", "medium", "medium-replay", "expert", "medium-expert")})
+# Its train_offline.py scales locomotion rewards by 1000 / (max - min episode return) (`vgf.agents.scales_rewards`).
+D4RL_LOCOMOTION_REWARD_SCALING = True
+
 # Config fields added since checkpoints were first written, with the value the runs before them were trained with.
 LEGACY_VALUES: dict[str, Any] = {"activation": "relu"}
 

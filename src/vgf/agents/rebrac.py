@@ -97,6 +97,22 @@ TASK_VALUES: dict[str, dict[str, Any]] = {
     "humanoidmaze-medium-navigate": {"alpha_actor": 0.01, "alpha_critic": 0.01, "discount": 0.995},
 }
 
+# D4RL locomotion, from the ReBRAC authors' configs (tinkoff-ai/ReBRAC configs/rebrac/<env>/<env>_<dataset>.yaml, the
+# same in CORL's configs/offline/rebrac): (actor, critic) BC coefficients per dataset, and for all of them batch 1024,
+# learning rate 1e-3, 3 x 256 ReLU networks, LayerNorm on the critic only, no state or reward normalisation. The
+# paper's Table 11 gives hopper-medium's critic coefficient as 0.001; the configs (what its code ran) say 0.01.
+_REBRAC_D4RL_COEFFICIENTS = {
+    "halfcheetah-medium": (0.001, 0.01), "halfcheetah-medium-replay": (0.01, 0.001),
+    "halfcheetah-medium-expert": (0.01, 0.1), "hopper-medium": (0.01, 0.01), "hopper-medium-replay": (0.05, 0.5),
+    "hopper-medium-expert": (0.1, 0.01), "walker2d-medium": (0.05, 0.1), "walker2d-medium-replay": (0.05, 0.01),
+    "walker2d-medium-expert": (0.01, 0.01),
+}
+TASK_VALUES.update({
+    name: {"alpha_actor": actor, "alpha_critic": critic, "batch_size": 1024, "learning_rate": 1e-3,
+           "hidden_dims": (256, 256, 256), "activation": "relu"}
+    for name, (actor, critic) in _REBRAC_D4RL_COEFFICIENTS.items()
+})
+
 # Config fields added since checkpoints were first written, with the value the runs before them were trained with.
 LEGACY_VALUES: dict[str, Any] = {"activation": "relu", "actor_adam_every_update": False}
 

@@ -113,15 +113,19 @@ TEST_TIME_FIELDS: tuple[str, ...] = (
     "softmax_temperature",
 )
 
+# D4RL locomotion in the reference's run_vgf_off_d4rl.sh: transport with the ensemble mean, TD target and pick with
+# the min, vgf_lr 0.1, alpha 0.1 (its sweep: 0.05, 0.1), 5 transport steps in training.
+D4RL_LOCOMOTION = {"target_q_agg": "min", "select_q_agg": "min", "vgf_lr": 0.1, "vgf_alpha": 0.1}
+# Its train_offline code scales locomotion rewards by 1000 / (max - min episode return) (`vgf.agents.scales_rewards`).
+D4RL_LOCOMOTION_REWARD_SCALING = True
+
 # Reference defaults: the authors' run scripts (run_scripts/run_vgf_off_{ogbench,d4rl}.sh, ../shared/METHOD.md).
 PRESETS: dict[str, VGFConfig] = {
     # OGBench manipulation: gamma 0.99, ensemble mean for transport, target and pick, 3 transport steps, vgf_lr
     # 0.05, alpha 0.5, N = 10, 10 flow steps.
     "paper": VGFConfig(),
     # D4RL locomotion: transport with the ensemble mean, target and pick with the min; 5 steps, vgf_lr 0.1, alpha 0.1.
-    "paper-d4rl": VGFConfig(
-        target_q_agg="min", select_q_agg="min", train_vgf_steps=5, eval_vgf_steps=5, vgf_lr=0.1, vgf_alpha=0.1
-    ),
+    "paper-d4rl": VGFConfig(train_vgf_steps=5, eval_vgf_steps=5, **D4RL_LOCOMOTION),
     # Small enough to train for real on a 2-core CPU in minutes. Evaluated at budget 0 by default: at this scale
     # (20k updates, 100-episode data) no transport budget measured beats it, and 1 step at vgf_lr 0.05 already
     # loses, in our runs and the reference's (benchmarks/results/parity/README.md); the budget curve is still
@@ -142,6 +146,12 @@ PRESETS: dict[str, VGFConfig] = {
         learning_rate=1e-3,
     ),
 }
+
+# paper-d4rl on 2 cores: cpu-small's networks, particles and flow steps (a third of the paper's cost per particle);
+# 3 transport steps in training instead of 5 (the transport is most of an update's cost), evaluated at 3.
+PRESETS["cpu-d4rl"] = dataclasses.replace(PRESETS["cpu-small"], train_vgf_steps=3, eval_vgf_steps=3, **D4RL_LOCOMOTION)
+# On a D4RL locomotion task (`vgf.agents.make_config(..., task=...)`), `paper` is paper-d4rl and `cpu-small` cpu-d4rl.
+LOCOMOTION_PRESETS = {"paper": "paper-d4rl", "cpu-small": "cpu-d4rl"}
 
 # What a config written before a field existed was trained with: such a run keeps its own network and transport.
 LEGACY_VALUES = {"critic_layer_norm_order": "post", "bandwidth_gradient": False}

@@ -41,9 +41,10 @@ _ANTMAZE_DATASETS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", 
 def _reference_table() -> dict[str, tuple[float, float]]:
     table: dict[str, tuple[float, float]] = {}
     for env, scores in _LOCOMOTION.items():
-        for version in ("v0", "v1", "v2"):
+        # v5: the datasets `vgf data make` builds by D4RL's protocol in Gymnasium's v5 envs keep D4RL's references.
+        for version in ("v0", "v1", "v2", "v5"):
             # full-replay datasets exist from v1 on.
-            for dataset in _LOCOMOTION_DATASETS + (("full-replay",) if version != "v0" else ()):
+            for dataset in _LOCOMOTION_DATASETS + (("full-replay",) if version in ("v1", "v2") else ()):
                 table[f"{env}-{dataset}-{version}"] = scores
     for env, scores in _ADROIT.items():
         for version in ("v0", "v1"):

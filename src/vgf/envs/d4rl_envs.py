@@ -29,6 +29,7 @@ import gymnasium
 import numpy as np
 
 D4RL_PREFIX = "d4rl:"
+LOCAL_VERSION = 5  # '<env>-<dataset>-v5': D4RL's protocol, made locally in these envs by `vgf data make`
 
 _LOCOMOTION_DATASETS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 _ANTMAZE_DATASETS = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse")
@@ -79,8 +80,9 @@ class D4RLTask:
 def valid_d4rl_names() -> str:
     """Human-readable description of the accepted D4RL task names."""
     return (
-        f"'{D4RL_PREFIX}{{env}}-{{dataset}}-v{{0,1,2}}' with env in {{{', '.join(_LOCOMOTION)}}} and dataset in "
-        f"{{{', '.join(_LOCOMOTION_DATASETS)}}} (also full-replay for v1/v2), or "
+        f"'{D4RL_PREFIX}{{env}}-{{dataset}}-v{{0,1,2,{LOCAL_VERSION}}}' with env in {{{', '.join(_LOCOMOTION)}}} and "
+        f"dataset in {{{', '.join(_LOCOMOTION_DATASETS)}}} (also full-replay for v1/v2; v{LOCAL_VERSION}: made locally "
+        f"by `vgf data make <env>-<dataset>-v{LOCAL_VERSION}`), or "
         f"'{D4RL_PREFIX}antmaze-{{maze}}-v{{0,2}}' with maze in {{{', '.join(_ANTMAZE_DATASETS)}}}"
     )
 
@@ -88,6 +90,8 @@ def valid_d4rl_names() -> str:
 def _known_dataset(family: str, dataset: str, version: int) -> bool:
     """Whether D4RL published this dataset (and so has reference returns for its normalised score)."""
     if family in _LOCOMOTION:
+        if version == LOCAL_VERSION:  # made here by `vgf data make` (vgf.data.locomotion)
+            return dataset in _LOCOMOTION_DATASETS
         return version in (0, 1, 2) and (dataset in _LOCOMOTION_DATASETS or (dataset == "full-replay" and version > 0))
     # AntMaze v1 was replaced by v2 after a bug in its data; D4RL lists reference returns for v0 and v2 only.
     return family == "antmaze" and version in (0, 2) and dataset in _ANTMAZE_DATASETS

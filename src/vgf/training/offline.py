@@ -302,6 +302,7 @@ def train_seeds(
     first. A file that cannot be written (a full disk) stops training with `WriteFailed` naming it; the checkpoints
     and rows before it are intact, and the same call resumes from them once there is space.
     """
+    group = [settings.with_defaults() for settings in group]
     check_seed_group(group)
     with hold_run_directories([settings.run_dir for settings in group]):
         return train_held_seeds(group, progress, dataset, on_start)

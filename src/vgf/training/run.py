@@ -18,11 +18,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vgf.agents import config_from_dict
 from vgf.data import d4rl_normalized_score
 from vgf.envs import make_env, task_spec
-from vgf.evaluation import EnvPool, evaluate
+from vgf.evaluation import EnvPool, PolicyFn, evaluate
 from vgf.training.logger import MetricsLogger
 from vgf.training.policy import make_policy
 from vgf.training.tracking import TrackerError, parse_loggers
@@ -90,7 +91,9 @@ class TrainSettings:
     online_envs: int = 1  # environments stepped together; each env step is one transition
     updates_per_env_step: int = 1
     explore_vgf_steps: int = 0  # transport budget when acting online (0: best of N reference particles by Q)
-    normalize_rewards: bool = False  # scale rewards (dataset and online) so dataset episode returns span 1000
+    # Scale rewards (dataset and online) so dataset episode returns span 1000. None: as the agent's reference does on
+    # the task (`vgf.agents.scales_rewards`: VGF and IQL on D4RL locomotion); a run records what it resolved to.
+    normalize_rewards: bool | None = None
     loggers: tuple[str, ...] = ("csv",)  # where metric rows go: csv (always), tensorboard, wandb (vgf.training.tracking)
     group: str | None = None  # the W&B group of the run: a bench's or sweep's results directory, seeds trained together
 
@@ -135,6 +138,14 @@ class TrainSettings:
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def with_defaults(self) -> "TrainSettings":
+        """These settings with the task-dependent defaults (None) resolved."""
+        if self.normalize_rewards is not None:
+            return self
+        from vgf.agents import scales_rewards
+
+        return dataclasses.replace(self, normalize_rewards=scales_rewards(self.agent, self.task))
 
     @property
     def total_steps(self) -> int:
@@ -227,22 +238,31 @@ def evaluate_agent(agent, task: str, budgets, episodes: int, seed: int = 0, pool
     (`q_start`): their difference is the critic's value error at the initial states. `per_episode`: each budget's
     stats also hold every episode's values (`vgf.evaluation.evaluate`).
     """
-    results = evaluate(
-        functools.partial(make_env, task),
-        make_policy(agent, seed, budgets),
-        list(budgets),
-        episodes,
-        seed=seed,
-        envs=pool,
-        progress=progress,
-        discount=getattr(agent.config, "discount", None),
-        per_episode=per_episode,
-    )
+    return evaluate_policy(make_policy(agent, seed, budgets), task, budgets, episodes, seed, pool, progress,
+                           discount=getattr(agent.config, "discount", None), per_episode=per_episode)
+
+
+def evaluate_policy(policy, task: str, budgets, episodes: int, seed: int = 0, pool: EnvPool | None = None,
+                    progress=False, discount: float | None = None, per_episode: bool = False):
+    """`evaluate_agent` for any `vgf.evaluation.PolicyFn` (e.g. `deterministic_policy` around another library's
+    actor): the same envs, reset seeds and statistics, D4RL's normalised score included."""
+    results = evaluate(functools.partial(make_env, task), policy, list(budgets), episodes, seed=seed, envs=pool,
+                       progress=progress, discount=discount, per_episode=per_episode)
     reference = task_spec(task).d4rl_reference
     if reference is not None:
         for stats in results.values():
             stats["normalized_score"] = d4rl_normalized_score(reference, stats["return"])
     return results
+
+
+def deterministic_policy(act) -> PolicyFn:
+    """A `vgf.evaluation.PolicyFn` of a function from observations [R, obs_dim] to actions [R, action_dim], which
+    plays the same at every budget (a policy of another library, say)."""
+
+    def policy(observations, budgets, episodes, steps):
+        return np.asarray(act(observations), dtype=np.float32), {}
+
+    return policy
 
 
 def eval_row(results: dict[int, dict[str, float]]) -> dict[str, float]:
