@@ -30,7 +30,7 @@ import gymnasium
 import numpy as np
 
 import vgf
-from vgf.data.d4rl_scores import D4RL_REFERENCE_RETURNS
+from vgf.data.d4rl_scores import D4RL_REFERENCE_RETURNS, d4rl_normalized_score
 from vgf.data.dataset import DatasetError
 from vgf.data.sac_teacher import TRANSITION_KEYS, GaussianActor, SACTeacher, TeacherConfig
 from vgf.envs import one_thread_children, usable_cores
@@ -39,6 +39,7 @@ from vgf.files import fsync_directory, make_directories, temporary_name
 
 __all__ = [
     "LOCOMOTION_DATASETS",
+    "dataset_summary",
     "LOCOMOTION_ENVS",
     "MEDIUM_FRACTION",
     "generate_locomotion_dataset",
@@ -355,3 +356,33 @@ def generate_locomotion_dataset(
     path = locomotion_dataset_path(out_dir, name)
     write_d4rl_hdf5(path, arrays, attrs)
     return path
+
+
+def dataset_summary(path) -> dict:
+    """One row about a made dataset: its provenance attributes, size, episode returns (and their D4RL-normalised
+    mean) and the sha256 of the file, so a table of datasets can be rebuilt and the files checked when remade."""
+    import hashlib
+
+    import h5py
+
+    path = Path(path)
+    arrays = read_transitions(path)
+    with h5py.File(path, "r") as handle:
+        attrs = {key: value.item() if hasattr(value, "item") else value for key, value in handle.attrs.items()}
+    returns = episode_returns(arrays)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {
+        **attrs,
+        "file": path.name,
+        "sha256": digest.hexdigest(),
+        "transitions": int(len(arrays["rewards"])),
+        "episodes": int(len(returns)),
+        "terminals": int(arrays["terminals"].sum()),
+        "return_mean": float(returns.mean()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "normalized_return_mean": float(d4rl_normalized_score(attrs["dataset"], returns.mean())),
+    }
