@@ -412,6 +412,29 @@ def test_worker_processes_give_identical_results():
     assert again == evaluate(env_fn, policy, [0, 2], episodes=4, seed=1)
 
 
+_PARENT_MARK = None  # set in the test process only: a forked worker would inherit it, a fresh one starts without
+
+
+class _InheritanceProbeEnv(_CountdownEnv):
+    """Its reset observation is [1, seed] in a process that inherited the test process's memory, else [0, seed]."""
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        obs[0] = float(_PARENT_MARK is not None)
+        return obs, info
+
+
+def test_env_workers_start_fresh_not_as_forks_of_a_process_that_runs_jax(monkeypatch):
+    import jax
+
+    jax.devices()  # this process has initialised JAX, as `vgf train` has when it starts its env workers
+    monkeypatch.setattr(sys.modules[__name__], "_PARENT_MARK", os.getpid())
+    with EnvPool(_InheritanceProbeEnv, workers=1) as pool:
+        assert pool._backend(1).reset([5]).tolist() == [[0.0, 5.0]]
+    with pytest.raises(ValueError, match="forked worker would inherit this process's JAX"):
+        EnvPool(_InheritanceProbeEnv, workers=1, start_method="fork")
+
+
 @pytest.fixture(scope="module")
 def small_vgf_agent():
     """An untrained small VGF agent with cube-single's dimensions (its policies compile once per module)."""

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 
 import pytest
 from rich.console import Console
@@ -54,6 +55,27 @@ def test_each_run_steps_its_envs_on_its_share_of_the_cores():
     assert worker_environment(Resources(1.0, 0.0))["VGF_ENV_WORKERS"] == "1"
     assert worker_environment(Resources(2.0, 0.0))["VGF_ENV_WORKERS"] == "2"
     assert worker_environment(Resources(0.5, 0.0))["VGF_ENV_WORKERS"] == "1"
+
+
+def test_runs_sharing_a_gpu_each_preallocate_their_share_of_what_one_run_would(monkeypatch):
+    from jaxlib.xla_client import generate_pjrt_gpu_plugin_options  # the options JAX's CUDA plugin starts with
+
+    from vgf.sweep.grid import Resources
+    from vgf.sweep.runner import worker_environment
+
+    quarter = worker_environment(Resources(1.0, 0.25))
+    assert quarter["XLA_CLIENT_MEM_FRACTION"] == "0.1875" and 4 * 0.1875 == 0.75  # XLA's default for one process
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")  # exported in the shell that launched the sweep
+    for name, value in quarter.items():
+        monkeypatch.setenv(name, value)
+    options = generate_pjrt_gpu_plugin_options()
+    assert (options["memory_fraction"], options["preallocate"]) == (0.1875, True)
+
+    assert worker_environment(Resources(1.0, 0.5))["XLA_CLIENT_MEM_FRACTION"] == "0.375"
+    whole = worker_environment(Resources(1.0, 1.0))  # a GPU of its own: XLA's defaults
+    assert not {"XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE", "JAX_PLATFORMS"} & set(whole)
+    none = worker_environment(Resources(1.0, 0.0))
+    assert none["JAX_PLATFORMS"] == "cpu" and "XLA_CLIENT_MEM_FRACTION" not in none
 
 
 def test_run_names_are_file_safe():
@@ -198,7 +220,7 @@ def test_a_finished_run_of_an_older_preset_is_not_skipped(tmp_path):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)  # a GPU in name only: none is used
     yield ray
     ray.shutdown()
 
@@ -214,6 +236,22 @@ def test_a_run_another_launch_holds_is_refused_without_a_record(local_ray, tmp_p
         assert (status.state, status.attempts) == (RunState.FAILED, 1)
         assert "RunDirectoryInUse" in status.error and f"pid {os.getpid()}" in status.error
         assert sorted(path.name for path in spec.run_dir(results).iterdir()) == ["run.lock"]
+
+
+def test_a_worker_sharing_a_gpu_starts_with_its_memory_share_before_it_imports_jax(local_ray):
+    """A worker started with a run's options, holding a quarter of the fixture's one GPU."""
+    from vgf.sweep.grid import Resources
+    from vgf.sweep.runner import run_options
+
+    def worker_start():
+        jax_imported = "jax" in sys.modules
+        from jaxlib.xla_client import generate_pjrt_gpu_plugin_options
+
+        options = generate_pjrt_gpu_plugin_options()
+        return jax_imported, os.environ.get("CUDA_VISIBLE_DEVICES"), options["memory_fraction"], options["preallocate"]
+
+    task = local_ray.remote(worker_start).options(**run_options(Resources(1.0, 0.25)))
+    assert local_ray.get(task.remote()) == (False, "0", 0.1875, True)
 
 
 def read_csv(path):

@@ -256,7 +256,7 @@ def training_progress(run_dir: str, total: int):
 
 
 def cmd_train(args) -> int:
-    from vgf.training import TrainSettings
+    from vgf.training import TrainSettings, devices_line
     from vgf.training.offline import check_seed_group, train_seeds
     from vgf.training.run import resumed_settings, seed_group
 
@@ -293,6 +293,7 @@ def cmd_train(args) -> int:
         )
         group = seed_group(settings, args.seeds, args.run_dir)
     check_seed_group(group)  # refused before the progress display starts
+    console.print(devices_line(), markup=False, highlight=False)
     settings = group[0]
     progress, start, update = training_progress(", ".join(member.run_dir for member in group), settings.total_steps)
     with progress:
@@ -333,13 +334,14 @@ def cmd_eval(args) -> int:
     from vgf.envs import make_env, task_spec
     from vgf.evaluation import EnvPool, env_workers, plot_budget_curve
     from vgf.files import atomic_write_text
-    from vgf.training import eval_record, eval_record_name, evaluate_agent, load_run, settings_suffix
+    from vgf.training import devices_line, eval_record, eval_record_name, evaluate_agent, load_run, settings_suffix
 
     if min(args.vgf_steps) < 0 or args.episodes <= 0:
         raise ValueError(f"--vgf-steps must be non-negative and --episodes positive, got {list(args.vgf_steps)} and {args.episodes}")
     settings, agent, step = load_run(Path(args.run_dir), args.step)
     if settings.task is None:
         raise ValueError(f"{args.run_dir} was trained on a dataset without a task (vgf.fit): it has no environment to be evaluated in")
+    console.print(devices_line(), markup=False, highlight=False)
     agent = with_test_time_settings(settings.agent, agent, dict(args.overrides))
     changed = {name: getattr(agent.config, name) for name, _ in args.overrides}  # as applied: vgf_lr=0 reads 0.0
     budgets = args.vgf_steps if get_agent(settings.agent).USES_BUDGETS else (0,)

@@ -46,6 +46,7 @@ EvalResults = dict[int, dict[str, float | dict[str, list[float]]]]
 
 
 WORKERS_VARIABLE = "VGF_ENV_WORKERS"
+FRESH_START_METHODS = ("spawn", "forkserver")  # env workers start as new processes, not as copies of this one
 
 
 def env_workers(requested: int | None = None, episode_steps: int | None = None) -> int:
@@ -77,9 +78,10 @@ class EnvPool:
     ``r % W``) that step their shares in parallel while this process computes actions (see the module's notes); the
     envs are then not accessible from here and ``env_fn`` must be picklable (e.g.
     ``functools.partial(vgf.envs.make_env, task)``, not a lambda). Workers are started with the ``'spawn'`` method
-    (safe next to JAX's threads), so a script using them needs the usual ``if __name__ == "__main__":`` guard; each
-    takes a few seconds to start (imports, first env build). Results are identical with and without workers for
-    policies whose rows do not depend on each other.
+    (or ``'forkserver'``): fresh processes, never forks of this one, whose JAX threads and device memory a fork would
+    copy mid-use. So a script using them needs the usual ``if __name__ == "__main__":`` guard; each takes a few
+    seconds to start (imports, first env build). Results are identical with and without workers for policies whose
+    rows do not depend on each other.
 
     Use as a context manager or call :meth:`close`. Not for concurrent use by two evaluations at once.
     """
@@ -87,6 +89,9 @@ class EnvPool:
     def __init__(self, env_fn: Callable[[], gymnasium.Env], workers: int = 0, start_method: str = "spawn"):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
+        if start_method not in FRESH_START_METHODS:
+            raise ValueError(f"start_method must be one of {FRESH_START_METHODS}, got {start_method!r}: a forked worker "
+                             "would inherit this process's JAX, which is not safe to fork")
         self.env_fn = env_fn
         self.workers = workers
         self._envs: list[gymnasium.Env] = []

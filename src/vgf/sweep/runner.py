@@ -90,13 +90,23 @@ def is_finished(spec: RunSpec, results_dir: Path) -> bool:
     return any(row["step"] >= spec.steps and any(key.startswith("eval/") for key in row) for row in rows)
 
 
+XLA_DEFAULT_MEMORY_FRACTION = 0.75  # of a GPU's memory, what XLA preallocates for a process alone on it
+
+
 def worker_environment(resources: Resources) -> dict[str, str]:
     """Environment variables of the workers, so that parallel runs do not fight over cores or GPU memory.
 
     XLA's CPU client sizes its thread pool by the machine, not by the CPUs Ray reserved: a one-CPU run gets a
     one-thread XLA, and each run's evaluation steps its envs in as many worker processes as it has CPUs (cores //
-    concurrent runs; `vgf.evaluation.env_workers`). Runs without a GPU stay off any GPU, and runs sharing one do not
-    preallocate its memory.
+    concurrent runs; `vgf.evaluation.env_workers`). Runs without a GPU stay off any GPU.
+
+    A run holding a fraction of a GPU preallocates that fraction of XLA's default 75%, so that four runs of 0.25
+    together take what one run alone would. Preallocated, each run holds its share from its start: one that needs
+    more fails at once with an out-of-memory error of its own instead of growing into its neighbours' memory, and its
+    pool does not fragment as allocation on demand (XLA_PYTHON_CLIENT_PREALLOCATE=false) does. jaxlib reads
+    XLA_CLIENT_MEM_FRACTION, or its older spelling XLA_PYTHON_CLIENT_MEM_FRACTION, and refuses both at once (the GPU
+    plugin then fails to load): the older one is blanked, so that a value inherited from the launching shell cannot
+    clash. These are the worker process's environment from its start (Ray's runtime_env), before it imports JAX.
     """
     env = {"VGF_ENV_WORKERS": str(max(1, int(resources.cpus_per_run)))}
     if resources.cpus_per_run <= 1:
@@ -105,8 +115,20 @@ def worker_environment(resources: Resources) -> dict[str, str]:
     if resources.gpus_per_run == 0:
         env["JAX_PLATFORMS"] = "cpu"
     elif resources.gpus_per_run < 1:
-        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"
+        env["XLA_CLIENT_MEM_FRACTION"] = f"{XLA_DEFAULT_MEMORY_FRACTION * resources.gpus_per_run:.4g}"
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = ""  # read as unset
     return env
+
+
+def run_options(resources: Resources) -> dict:
+    """The Ray task options of one run: what it reserves, and the environment its worker starts with."""
+    return dict(
+        num_cpus=resources.cpus_per_run,
+        num_gpus=resources.gpus_per_run,
+        max_retries=0,  # retries are resubmitted by `run_grid`, so that each attempt is recorded and shown
+        runtime_env={"env_vars": worker_environment(resources)},
+    )
 
 
 @ray.remote(num_cpus=0)
@@ -216,12 +238,7 @@ def run_grid(
 
     with ray_session(address, num_cpus):
         board = ProgressBoard.remote()
-        task = ray.remote(train_run).options(
-            num_cpus=resources.cpus_per_run,
-            num_gpus=resources.gpus_per_run,
-            max_retries=0,  # retries are resubmitted here, so that each attempt is recorded and shown
-            runtime_env={"env_vars": worker_environment(resources)},
-        )
+        task = ray.remote(train_run).options(**run_options(resources))
         in_flight: dict[ray.ObjectRef, RunStatus] = {}
 
         def submit(status: RunStatus) -> None:

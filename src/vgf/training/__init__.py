@@ -3,7 +3,7 @@
 from vgf.training.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from vgf.training.lock import RunDirectoryInUse
 from vgf.training.logger import MetricsLogger
-from vgf.training.offline import load_run, settings_from_run, train, train_chunk
+from vgf.training.offline import devices_line, load_run, settings_from_run, train, train_chunk
 from vgf.training.online import ReplayBuffer, sample_batch, train_chunk_online, train_online
 from vgf.training.policy import make_policy
 from vgf.training.run import (
@@ -27,6 +27,7 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "deterministic_policy",
+    "devices_line",
     "eval_record",
     "eval_record_name",
     "evaluate_agent",

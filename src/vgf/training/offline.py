@@ -104,6 +104,11 @@ def git_revision() -> str:
         return "unknown"
 
 
+def devices_line() -> str:
+    """'JAX 0.10.2 on gpu: [CudaDevice(id=0)]': what this process computes on (`vgf train` and `vgf eval` print it)."""
+    return f"JAX {jax.__version__} on {jax.default_backend()}: {jax.devices()}"
+
+
 def check_dataset_matches(dataset: Dataset, spec: TaskSpec) -> None:
     if (dataset.obs_dim, dataset.action_dim) != (spec.obs_dim, spec.action_dim):
         raise ValueError(
@@ -150,6 +155,7 @@ def write_run_info(run_dir: Path, settings: TrainSettings, config, dataset: Data
         "git_revision": git_revision(),
         "vgf_version": vgf.__version__,
         "jax_version": jax.__version__,
+        "jax_devices": [f"{device} ({device.device_kind})" for device in jax.devices()],
         "python": platform.python_version(),
     }
     atomic_write_text(run_dir / "config.json", json.dumps(info, indent=2))
