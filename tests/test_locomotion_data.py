@@ -24,6 +24,7 @@ from vgf.data.dataset import DatasetError
 from vgf.data.locomotion import (
     LOCOMOTION_DATASETS,
     LOCOMOTION_ENVS,
+    dataset_summary,
     episode_returns,
     generate_locomotion_dataset,
     medium_threshold,
@@ -31,6 +32,7 @@ from vgf.data.locomotion import (
 )
 from vgf.data.sac_teacher import GaussianActor, SACTeacher, TeacherConfig, TeacherError
 from vgf.envs import task_spec
+from vgf.training import TrainSettings, deterministic_policy, evaluate_policy
 
 TEACHER = {"learning_starts": 500, "eval_every": 1000, "checkpoint_every": 1000, "eval_episodes": 2}
 TINY = dict(teacher_budget=3000, teacher_settings=TEACHER, progress=False)
@@ -106,6 +108,7 @@ def test_datasets_have_d4rl_layout_provenance_and_check(made):
         for key in ("gymnasium_version", "mujoco_version", "vgf_version", "teacher_algorithm", "medium_threshold_source"):
             assert attrs[key], key
         assert "SAC (sbx-rl" in attrs["teacher_algorithm"]
+        assert summary["attributes"]["dataset"] == attrs["dataset"]  # `vgf data check` shows where it came from
     with h5py.File(paths["medium"]) as handle:
         attrs = dict(handle.attrs)
         terminals, timeouts = handle["terminals"][()], handle["timeouts"][()]
@@ -157,6 +160,28 @@ def test_train_runs_on_a_made_dataset(made, tmp_path):
     assert code == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert np.isfinite([row["eval/budget_0/normalized_score"] for row in rows if "eval/budget_0/normalized_score" in row]).all()
+    settings = json.loads((tmp_path / "run" / "config.json").read_text())["settings"]
+    assert settings["normalize_rewards"] is False  # BC's reference does not scale rewards; the run records it
+    vgf_settings = TrainSettings("vgf", "d4rl:hopper-medium-replay-v5", str(tmp_path / "v"))
+    assert vgf_settings.normalize_rewards is None and vgf_settings.with_defaults().normalize_rewards is True
+
+
+def test_another_librarys_policy_is_evaluated_like_an_agent(made):
+    out, _ = made
+    spec = task_spec("d4rl:hopper-medium-v5")
+    zero = deterministic_policy(lambda observations: np.zeros((len(observations), spec.action_dim)))
+    first, again = (evaluate_policy(zero, "d4rl:hopper-medium-v5", [0], episodes=3, seed=5, per_episode=True)[0]
+                    for _ in range(2))
+    assert first["per_episode"]["return"] == again["per_episode"]["return"]  # reset seeds 5, 6, 7: the same starts
+    assert first["normalized_score"] == pytest.approx(d4rl_normalized_score("hopper-medium-v5", first["return"]))
+
+
+def test_dataset_summary_is_the_files_record(made):
+    _, paths = made
+    summary = dataset_summary(paths["medium"])
+    assert summary["sha256"] == sha256(paths["medium"]) and summary["transitions"] == 1500
+    assert summary["normalized_return_mean"] == pytest.approx(
+        d4rl_normalized_score("hopper-medium-v5", summary["return_mean"]))
 
 
 def test_unreachable_threshold_stops_with_the_return_reached_and_no_file(tmp_path, capsys):

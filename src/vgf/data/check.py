@@ -79,9 +79,13 @@ def _check_npz(path: Path, strict: bool) -> dict:
 
 
 def _check_hdf5(path: Path, strict: bool) -> dict:
+    import h5py
+
     arrays = read_d4rl_arrays(path)
     action_box, arrays["actions"] = _check_action_box(path, arrays["actions"], strict)
     dataset = d4rl_to_dataset(arrays, source=str(path))
+    with h5py.File(path, "r") as handle:  # where it came from (`vgf data make` writes these)
+        provenance = {key: value.item() if hasattr(value, "item") else value for key, value in handle.attrs.items()}
     return {
         "format": "d4rl-hdf5",
         "path": str(path),
@@ -95,6 +99,7 @@ def _check_hdf5(path: Path, strict: bool) -> dict:
         "has_timeouts": "timeouts" in arrays,
         "has_next_observations": "next_observations" in arrays,
         "default_reward_transform": "antmaze (r - 1)" if is_antmaze(path.name) else "none",
+        **({"attributes": provenance} if provenance else {}),
     }
 
 
