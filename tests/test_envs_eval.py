@@ -538,3 +538,15 @@ def test_plots_write_pngs(tmp_path):
     assert _is_png(subset)
     with pytest.raises(ValueError):
         plot_budget_curve({}, tmp_path / "empty.png")
+
+
+def test_budget_heatmap_over_updates_and_budgets(tmp_path):
+    from vgf.evaluation import budget_grid, plot_budget_heatmap
+
+    records = {20000: {"results": {"0": {"normalized_score": 30.0}, "3": {"normalized_score": 35.0}}},
+               10000: {"results": {"0": {"normalized_score": 10.0}}}}
+    steps, budgets, values = budget_grid(records, "normalized_score")
+    assert (steps, budgets) == ([10000, 20000], [0, 3])
+    np.testing.assert_array_equal(values, [[10.0, np.nan], [30.0, 35.0]])  # a budget not evaluated at a step: NaN
+    path = plot_budget_heatmap(records, tmp_path / "heat.png", title="hopper")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,13 +17,15 @@ __all__ = [
     "env_workers",
     "evaluate",
     "evaluate_sequential",
+    "budget_grid",
     "plot_budget_curve",
+    "plot_budget_heatmap",
     "plot_learning_curve",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("plot_budget_curve", "plot_learning_curve"):
+    if name in ("budget_grid", "plot_budget_curve", "plot_budget_heatmap", "plot_learning_curve"):
         from . import plots
 
         return getattr(plots, name)

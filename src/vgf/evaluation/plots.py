@@ -176,3 +176,36 @@ def plot_learning_curve(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def budget_grid(records: Mapping[int, Mapping], metric: str) -> tuple[list[int], list[int], np.ndarray]:
+    """(steps, budgets, values[step, budget]) of `vgf eval` records by checkpoint step (each record's `results` maps a
+    budget to its statistics); NaN where a step was not evaluated at a budget."""
+    steps = sorted(records)
+    budgets = sorted({int(budget) for record in records.values() for budget in record["results"]})
+    values = np.full((len(steps), len(budgets)), np.nan)
+    for i, step in enumerate(steps):
+        for budget, stats in records[step]["results"].items():
+            if metric in stats:
+                values[i, budgets.index(int(budget))] = stats[metric]
+    return steps, budgets, values
+
+
+def plot_budget_heatmap(records: Mapping[int, Mapping], path, metric: str = "normalized_score", title: str = "") -> Path:
+    """A heat map of `metric` over training step (rows) and transport budget (columns), from `budget_grid`, each
+    cell labelled with its value: where the test-time scaling curve rises, and when."""
+    steps, budgets, values = budget_grid(records, metric)
+    fig, (ax,) = _new_figure(1, width_per_panel=1.2 + 0.8 * len(budgets), height=1.2 + 0.4 * len(steps))
+    image = ax.imshow(values, aspect="auto", cmap="viridis", origin="lower")
+    ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
+    ax.set_yticks(range(len(steps)), [f"{s:,}" for s in steps])
+    ax.set_xlabel("transport budget (steps)")
+    ax.set_ylabel("updates")
+    for (i, j), value in np.ndenumerate(values):
+        if math.isfinite(value):
+            ax.text(j, i, f"{value:.1f}" if abs(value) >= 1 else f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white")
+    fig.colorbar(image, ax=ax, label=CURVE_LABELS.get(metric, metric))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
