@@ -93,7 +93,7 @@ def test_end_to_end_tiny_ogbench_run(ogbench_dir, tmp_path):
     assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     loaded_settings, agent, step = load_run(run_dir)
-    assert step == 40 and loaded_settings == dataclasses.replace(settings, overrides=loaded_settings.overrides)
+    assert step == 40 and loaded_settings == dataclasses.replace(settings.with_defaults(), overrides=loaded_settings.overrides)
     _, earlier, earlier_step = load_run(run_dir, step=20)
     assert earlier_step == 20 and int(earlier.critic.step) == 20
     with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 30 \(kept steps: 0, 20, 40\)"):
