@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import math
 import os
 import re
@@ -32,7 +33,7 @@ import numpy as np
 import vgf
 from vgf.data.d4rl_scores import D4RL_REFERENCE_RETURNS, d4rl_normalized_score
 from vgf.data.dataset import DatasetError
-from vgf.data.sac_teacher import TRANSITION_KEYS, GaussianActor, SACTeacher, TeacherConfig
+from vgf.data.sac_teacher import TRANSITION_KEYS, GaussianActor, SACTeacher, TeacherConfig, stack_transitions
 from vgf.envs import one_thread_children, usable_cores
 from vgf.envs.d4rl_envs import make_d4rl_env, parse_d4rl_task
 from vgf.files import fsync_directory, make_directories, temporary_name
@@ -132,12 +133,7 @@ def run_episodes(envs: list, actor: GaussianActor, seeds: list[int], stochastic:
                             bool(terminated), bool(truncated) and not terminated, info["prev_qpos"], info["prev_qvel"]))
             observations[i] = next_obs
             running[i] = not (terminated or truncated)
-    return [_as_arrays(episode) for episode in rows]
-
-
-def _as_arrays(rows: list) -> dict[str, np.ndarray]:
-    dtypes = (np.float32, np.float32, np.float32, np.float32, bool, bool, np.float32, np.float32)
-    return {key: np.asarray(column, dtype=dtype) for key, column, dtype in zip(TRANSITION_KEYS, zip(*rows), dtypes)}
+    return [stack_transitions(episode) for episode in rows]
 
 
 def _seeds(seed: int, stream: str) -> Iterator[int]:
@@ -168,7 +164,7 @@ def _chunks_in_order(env: str, actor: GaussianActor, seeds: Iterator[int], stoch
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            yield (_run_chunk(env, arrays, next_seeds(), stochastic) for _ in iter(int, 1))
+            yield (_run_chunk(env, arrays, next_seeds(), stochastic) for _ in itertools.count())
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

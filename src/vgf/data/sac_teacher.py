@@ -26,7 +26,7 @@ import numpy as np
 from vgf.data.dataset import DatasetError
 from vgf.files import atomic_file, atomic_write_text
 
-__all__ = ["GaussianActor", "TeacherConfig", "TeacherError", "SACTeacher", "TRANSITION_KEYS"]
+__all__ = ["GaussianActor", "TeacherConfig", "TeacherError", "SACTeacher", "TRANSITION_KEYS", "stack_transitions"]
 
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "qpos", "qvel")
 _LOG_STD_RANGE = (-20.0, 2.0)  # sbx's SquashedGaussianActor clips log-std to this range
@@ -138,7 +138,8 @@ def _recorder(sink: list, on_step: Callable[[], None]):
     return Recorder()
 
 
-def _stack_transitions(rows: list) -> dict[str, np.ndarray]:
+def stack_transitions(rows: list) -> dict[str, np.ndarray]:
+    """Rows of (observation, action, reward, next observation, terminal, time-out, qpos, qvel) as arrays by key."""
     columns = list(zip(*rows)) if rows else [[] for _ in TRANSITION_KEYS]
     dtypes = (np.float32, np.float32, np.float32, np.float32, bool, bool, np.float32, np.float32)
     return {key: np.asarray(column, dtype=dtype) for key, column, dtype in zip(TRANSITION_KEYS, columns, dtypes)}
@@ -201,7 +202,7 @@ class SACTeacher:
             with np.load(self.directory / "log" / name) as part:
                 parts.append(dict(part))
         if not parts:
-            return _stack_transitions([])
+            return stack_transitions([])
         arrays = {key: np.concatenate([part[key] for part in parts]) for key in TRANSITION_KEYS}
         if count is not None:
             arrays = {key: value[:count] for key, value in arrays.items()}
@@ -313,7 +314,7 @@ class SACTeacher:
         if pending:
             name = f"part-{len(self.state['log_parts']):05d}.npz"
             with atomic_file(self.directory / "log" / name) as handle:
-                np.savez(handle, **_stack_transitions(pending))
+                np.savez(handle, **stack_transitions(pending))
             self.state["log_parts"].append(name)
             pending.clear()
         name = f"model-{self.steps:08d}.zip"
