@@ -14,13 +14,14 @@ from vgf.sweep.report import collect_runs
 
 
 def fake_run(results_dir, agent, seed, evaluations, steps=100, overrides=None, default_budget=8, task="bandit", name=None,
-             metric="success"):
+             metric="success", agent_config=None):
     """A run directory as `train` leaves it. `evaluations`: {step: {budget: score}}, written as `metric` (success,
     or normalized_score as D4RL locomotion runs have it, without success); the return is 10 x score."""
     overrides = overrides or {}
     run_dir = results_dir / (name or f"{agent}-{task}-s{seed}" + "".join(f"-{k}={v}" for k, v in overrides.items()))
     run_dir.mkdir(parents=True)
-    agent_config = {"eval_vgf_steps": default_budget} if agent == "vgf" else {"bc_flow_steps": 8}
+    if agent_config is None:
+        agent_config = {"eval_vgf_steps": default_budget} if agent == "vgf" else {"bc_flow_steps": 8}
     config = {"settings": {"agent": agent, "task": task, "seed": seed, "steps": steps, "overrides": overrides}, "agent_config": agent_config}
     (run_dir / "config.json").write_text(json.dumps(config))
     rows = []
@@ -183,6 +184,35 @@ def test_d4rl_runs_are_scored_by_normalized_score(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "normalized score (last)" in markdown and "success (last)" not in markdown
     assert "| vgf | default: 5 | 2 | 100 | 60.000 ± 2.000 | 60.000 ± 2.000 | 600.000 ± 20.000 |" in markdown
+
+
+def test_runs_trained_under_different_agent_defaults_never_share_a_row(tmp_path, capsys):
+    # IQL before its `activation` field existed trained with ReLU (iql.LEGACY_VALUES): such a run pools with one that
+    # names relu, and is kept apart from GELU runs, each row labelled with the values that differ.
+    fake_run(tmp_path, "iql", 0, {100: {0: 0.2}}, agent_config={"expectile": 0.9}, name="old-s0")
+    fake_run(tmp_path, "iql", 1, {100: {0: 0.4}}, agent_config={"expectile": 0.9, "activation": "relu"}, name="old-s1")
+    fake_run(tmp_path, "iql", 0, {100: {0: 0.6}}, agent_config={"expectile": 0.9, "activation": "gelu"}, name="new-s0")
+    fake_run(tmp_path, "iql", 1, {100: {0: 0.8}}, agent_config={"expectile": 0.9, "activation": "gelu"}, name="new-s1")
+    fake_run(tmp_path, "bc", 0, {100: {0: 0.5}})
+    report = write_report(tmp_path)
+
+    rows = {r["setting"]: r for r in read_csv(tmp_path / "results.csv") if r["agent"] == "iql"}
+    assert set(rows) == {"[activation=relu]", "[activation=gelu]"}
+    assert float(rows["[activation=relu]"]["score_last_mean"]) == pytest.approx(0.3)
+    assert float(rows["[activation=gelu]"]["score_last_mean"]) == pytest.approx(0.7)
+    assert [row.setting for row in report.rows if row.agent == "bc"] == [""]  # nothing to split: no label
+    assert report.notes == ["iql on bandit: runs trained under different agent settings, one row each: "
+                            "[activation=gelu]: 2 run(s) (new-s0, new-s1); [activation=relu]: 2 run(s) (old-s0, old-s1)"]
+    assert "## Rows split by agent settings" in (tmp_path / "results.md").read_text()
+    assert main(["bench", "--report", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[activation=relu]" in out and "rows split:" in out
+
+
+def test_a_config_the_agent_cannot_read_is_listed_not_pooled(tmp_path):
+    fake_run(tmp_path, "iql", 0, {100: {0: 0.2}}, agent_config={"expectile": "high"})
+    report = write_report(tmp_path)
+    assert report.rows == [] and "agent_config in config.json" in report.problems[0].reason
 
 
 def test_collect_runs_skips_folders_that_are_not_runs(tmp_path):

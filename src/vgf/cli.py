@@ -468,7 +468,7 @@ def score_tables(rows, title: str) -> list[Table]:
             table.add_column(column, justify="left" if names else "right", overflow="fold", no_wrap=not names)  # numbers whole
         for row in (row for row in rows if row.task == task):
             table.add_row(
-                row.agent, *([row.setting] if with_settings else []), row.budget_label, str(row.seeds), str(row.steps),
+                row.agent, *([escape(row.setting)] if with_settings else []), row.budget_label, str(row.seeds), str(row.steps),
                 f"{row.score_last_mean:.2f} ± {row.score_last_std:.2f}", f"{row.score_best_mean:.2f} ± {row.score_best_std:.2f}",
             )
         tables.append(table)
@@ -482,6 +482,8 @@ def report_results(results_dir: Path, title: str) -> int:
     report = write_report(results_dir, title)
     for table in score_tables(report.rows, title):
         console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]rows split:[/yellow] {escape(note)}", highlight=False)
     for problem in report.problems:
         console.print(f"[yellow]not in the table:[/yellow] {problem.name}: {escape(problem.reason)}", highlight=False)
     console.print("wrote " + ", ".join(str(path) for path in report.files))

@@ -138,11 +138,25 @@ def config_from_dict(agent: str, values: dict):
     A config written by an earlier vgf gets the fields added since from the agent's `LEGACY_VALUES`, the values that
     run was trained with (never today's defaults), after its `upgrade_config` (if any) has mapped renamed fields.
     """
-    module = get_agent(agent)
-    values = {**getattr(module, "LEGACY_VALUES", {}), **getattr(module, "upgrade_config", dict)(values)}
-    cls = CONFIG_CLASSES[module.__name__.rsplit(".", 1)[-1]]
+    values = upgraded_config_values(agent, values)
+    cls = CONFIG_CLASSES[get_agent(agent).__name__.rsplit(".", 1)[-1]]
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}).validate()
+
+
+def upgraded_config_values(agent: str, values: dict) -> dict:
+    """A stored config dict as today's vgf reads it: renamed fields mapped (`upgrade_config`), fields added since
+    filled with what that run was trained with (`LEGACY_VALUES`); fields no longer known are kept as they were."""
+    module = get_agent(agent)
+    return {**getattr(module, "LEGACY_VALUES", {}), **getattr(module, "upgrade_config", dict)(values)}
+
+
+def resolved_config_values(agent: str, values: dict) -> dict:
+    """Every value a stored config trained with: the upgraded dict with the defaults of fields it leaves out, so two
+    runs' dicts are equal exactly when they trained under the same agent settings."""
+    known = dataclasses.asdict(config_from_dict(agent, values))
+    values = upgraded_config_values(agent, values)
+    return {**{k: v for k, v in values.items() if k not in known}, **known}
 
 
 def needs_next_actions(agent: str, config) -> bool:
@@ -157,6 +171,7 @@ __all__ = [
     "is_d4rl_locomotion",
     "make_config",
     "needs_next_actions",
+    "resolved_config_values",
     "scales_rewards",
     "task_dataset",
     "task_values",

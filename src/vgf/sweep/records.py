@@ -29,11 +29,15 @@ class RunRecord:
     default_budget: int | None  # the config's eval_vgf_steps; None for agents without one
     evaluations: dict[int, tuple[Evaluation, ...]]
     metric: str = "success"  # what Evaluation.score holds: 'success' or 'normalized_score' (D4RL tasks)
+    agent_config: tuple[tuple[str, Any], ...] = ()  # every value it trained with (vgf.agents.resolved_config_values)
+    variant: str = ""  # where runs of one row trained under different agent defaults: this run's values, e.g. 'activation=relu'
 
     @property
     def setting(self) -> str:
-        """The overrides as one label, e.g. 'num_particles=8 vgf_alpha=0.1' ('' for the preset as it is)."""
-        return " ".join(f"{key}={format_value(value)}" for key, value in self.overrides)
+        """The overrides as one label, e.g. 'num_particles=8 vgf_alpha=0.1' ('' for the preset as it is), then the
+        variant in brackets when there is one."""
+        label = " ".join(f"{key}={format_value(value)}" for key, value in self.overrides)
+        return f"{label} [{self.variant}]".strip() if self.variant else label
 
 
 @dataclasses.dataclass(frozen=True)

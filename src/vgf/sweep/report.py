@@ -7,6 +7,11 @@ Scores are the mean ± standard deviation over seeds (population std, ddof=0, so
 evaluation (the headline) and at each run's best evaluation, labelled. Agents with transport budgets are shown at
 their default budget (their config's `eval_vgf_steps`) and at the budget with the highest mean last score (ties go
 to the higher mean return, then the smaller budget).
+
+Runs are pooled into one row only when they trained under the same agent settings, as each run's config.json
+resolves them today (`vgf.agents.resolved_config_values`: fields added since filled with what the run used). Runs of
+one agent, task and overrides whose settings differ (e.g. trained before and after a change of the agent's defaults)
+get one row per variant, labelled with the values that differ, and the report says so.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from vgf.agents import resolved_config_values
 from vgf.sweep.grid import format_value
 from vgf.sweep.records import Evaluation, Problem, RunRecord, SensitivityPoint
 from vgf.training.checkpoint import atomic_write_text
@@ -62,6 +68,10 @@ def read_run(run_dir: Path) -> RunRecord | Problem:
     last_step = max((e[-1].step for e in evaluations.values()), default=0)
     if last_step < settings["steps"]:
         return Problem(run_dir.name, f"unfinished: evaluated up to step {last_step} of {settings['steps']}")
+    try:
+        agent_config = resolved_config_values(settings["agent"], info.get("agent_config", {}))
+    except (ValueError, TypeError, KeyError) as error:
+        return Problem(run_dir.name, f"agent_config in config.json is not one that {settings['agent']} can read: {error}")
     return RunRecord(
         name=run_dir.name,
         agent=settings["agent"],
@@ -72,11 +82,14 @@ def read_run(run_dir: Path) -> RunRecord | Problem:
         default_budget=info.get("agent_config", {}).get("eval_vgf_steps"),
         evaluations={budget: tuple(evals) for budget, evals in sorted(evaluations.items())},
         metric=metric,
+        agent_config=tuple(sorted((key, _hashable(value)) for key, value in agent_config.items())),
     )
 
 
 def _hashable(value: Any) -> Any:
-    return tuple(_hashable(item) for item in value) if isinstance(value, list) else value
+    if isinstance(value, dict):
+        return tuple(sorted((key, _hashable(item)) for key, item in value.items()))
+    return tuple(_hashable(item) for item in value) if isinstance(value, (list, tuple)) else value
 
 
 def collect_runs(results_dir: Path | str) -> tuple[list[RunRecord], list[Problem]]:
@@ -89,7 +102,53 @@ def collect_runs(results_dir: Path | str) -> tuple[list[RunRecord], list[Problem
         if (run_dir / "config.json").exists() or (run_dir / "failure.json").exists():
             outcome = read_run(run_dir)
             (records if isinstance(outcome, RunRecord) else problems).append(outcome)
-    return records, problems
+    return label_variants(records), problems
+
+
+def _family(record: RunRecord) -> tuple[str, str, tuple]:
+    return record.task, record.agent, record.overrides
+
+
+def label_variants(records: list[RunRecord]) -> list[RunRecord]:
+    """The records with `variant` set where runs of one agent, task and overrides trained under different agent
+    settings: each run's values of the fields that differ among them, so such runs never share a row."""
+    configs: dict[tuple, set] = defaultdict(set)
+    for record in records:
+        configs[_family(record)].add(record.agent_config)
+    labelled = []
+    for record in records:
+        seen = configs[_family(record)]
+        if len(seen) == 1:
+            labelled.append(record)
+            continue
+        values = dict(record.agent_config)
+        differing = sorted({key for config in seen for key, _ in config if _differs(seen, key)})
+        label = " ".join(f"{key}={format_value(values[key]) if key in values else '(absent)'}" for key in differing)
+        labelled.append(dataclasses.replace(record, variant=label))
+    return labelled
+
+
+_MISSING = object()
+
+
+def _differs(configs: set, key: str) -> bool:
+    return len({dict(config).get(key, _MISSING) for config in configs}) > 1
+
+
+def variant_notes(records: list[RunRecord]) -> list[str]:
+    """One line per row family split by `label_variants`: which variants, how many runs each."""
+    families: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record.variant:
+            families[_family(record)][record.variant].append(record.name)
+    notes = []
+    for (task, agent, overrides), variants in sorted(families.items(), key=lambda item: item[0][:2]):
+        setting = " ".join(f"{key}={format_value(value)}" for key, value in overrides)
+        parts = "; ".join(f"[{variant}]: {len(names)} run(s) ({', '.join(sorted(names))})"
+                          for variant, names in sorted(variants.items()))
+        notes.append(f"{agent}{f' ({setting})' if setting else ''} on {task}: runs trained under different agent "
+                     f"settings, one row each: {parts}")
+    return notes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +175,15 @@ class ScoreRow:
         return str(self.budget) if self.budget_choice == "only" else f"{self.budget_choice}: {self.budget}"
 
 
-def _group(records: list[RunRecord]) -> dict[tuple[str, str, tuple], list[RunRecord]]:
-    groups: dict[tuple[str, str, tuple], list[RunRecord]] = defaultdict(list)
+def _group(records: list[RunRecord]) -> dict[tuple[str, str, tuple, str], list[RunRecord]]:
+    """The table's rows: runs of one task, agent, overrides and variant (`label_variants`)."""
+    groups: dict[tuple[str, str, tuple, str], list[RunRecord]] = defaultdict(list)
     for record in records:
-        groups[(record.task, record.agent, record.overrides)].append(record)
-    def order(key: tuple[str, str, tuple]) -> tuple:
-        task, agent, overrides = key
-        return task, agent, tuple((name, _sort_key(value)) for name, value in overrides)
+        groups[(*_family(record), record.variant)].append(record)
+
+    def order(key: tuple[str, str, tuple, str]) -> tuple:
+        task, agent, overrides, variant = key
+        return task, agent, tuple((name, _sort_key(value)) for name, value in overrides), variant
 
     return {key: sorted(groups[key], key=lambda r: r.seed) for key in sorted(groups, key=order)}
 
@@ -157,7 +218,7 @@ def shown_budgets(runs: list[RunRecord]) -> list[tuple[str, int]]:
 
 def score_rows(records: list[RunRecord]) -> list[ScoreRow]:
     rows = []
-    for (task, agent, _), runs in _group(records).items():
+    for (task, agent, _, _), runs in _group(records).items():
         for choice, budget in shown_budgets(runs):
             last = [run.evaluations[budget][-1] for run in runs]
             best = [max(e.score for e in run.evaluations[budget]) for run in runs]
@@ -211,7 +272,8 @@ def sensitivity_points(records: list[RunRecord]) -> list[SensitivityPoint]:
             overrides = dict(record.overrides)
             if key in overrides:
                 score = record.evaluations[headline[record.name]][-1].score
-                buckets[(record.task, record.agent, overrides[key])].append(score)
+                buckets[(record.task, _line_label(record.agent, record.variant and f"[{record.variant}]"),
+                         overrides[key])].append(score)
                 metrics[record.task] = record.metric
         for (task, agent, value), scores in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1], _sort_key(kv[0][2]))):
             points.append(SensitivityPoint(key, task, agent, value, len(scores), metrics[task], *_mean_std(scores)))
@@ -259,12 +321,12 @@ def budget_curve_lines(records: list[RunRecord]) -> list[str]:
     with_settings = any(runs[0].setting for runs in groups.values())
     lines = ["", "## Budget curves", "", "The last evaluation's score at each transport budget, mean ± std over seeds, "
              "then each seed's value."]
-    for task in sorted({task for task, _, _ in groups}):
+    for task in sorted({key[0] for key in groups}):
         task_groups = [(key, runs) for key, runs in groups.items() if key[0] == task]
         budgets = sorted(set().union(*(_common_budgets(runs) for _, runs in task_groups)))
         header = ["agent", *(["setting"] if with_settings else []), "seeds", "steps", *(f"budget {b}" for b in budgets)]
         lines += ["", f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for (_, agent, _), runs in task_groups:
+        for (_, agent, _, _), runs in task_groups:
             runs = sorted(runs, key=lambda run: run.seed)
             cells = [agent, *([runs[0].setting or "(preset)"] if with_settings else []), str(len(runs)),
                      str(min(run.steps for run in runs))]
@@ -278,7 +340,8 @@ def budget_curve_lines(records: list[RunRecord]) -> list[str]:
     return lines
 
 
-def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str, curves: list[str] = ()) -> str:
+def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str, curves: list[str] = (),
+                     notes: list[str] = ()) -> str:
     lines = [
         f"# {title}",
         "",
@@ -306,6 +369,8 @@ def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str, 
             ]
             lines.append("| " + " | ".join(cells) + " |")
     lines += curves
+    if notes:
+        lines += ["", "## Rows split by agent settings", ""] + [f"- {note}" for note in notes]
     if problems:
         lines += ["", "## Runs not in the table", ""] + [f"- `{p.name}`: {p.reason}" for p in problems]
     return "\n".join(lines) + "\n"
@@ -316,6 +381,7 @@ class Report:
     rows: list[ScoreRow]
     problems: list[Problem]
     files: list[Path]
+    notes: list[str] = dataclasses.field(default_factory=list)  # rows split by agent settings (`variant_notes`)
 
 
 def write_report(results_dir: Path | str, title: str | None = None) -> Report:
@@ -327,14 +393,15 @@ def write_report(results_dir: Path | str, title: str | None = None) -> Report:
     records, problems = collect_runs(results_dir)
     rows = score_rows(records)
     files = [results_dir / "results.md", results_dir / "results.csv"]
-    markdown = results_markdown(rows, problems, title or f"Results: {results_dir}", budget_curve_lines(records))
+    notes = variant_notes(records)
+    markdown = results_markdown(rows, problems, title or f"Results: {results_dir}", budget_curve_lines(records), notes)
     atomic_write_text(files[0], markdown)
     atomic_write_text(files[1], results_csv(rows))
     groups = _group(records)
     for task in sorted({record.task for record in records}):
         curves = {
             _line_label(agent, runs[0].setting): (_plotted_budgets(runs), runs)
-            for (group_task, agent, _), runs in groups.items()
+            for (group_task, agent, _, _), runs in groups.items()
             if group_task == task
         }
         path = results_dir / "plots" / f"learning_curves_{safe_file_name(task)}.png"
@@ -346,7 +413,7 @@ def write_report(results_dir: Path | str, title: str | None = None) -> Report:
         for key in swept_hyperparameters(records):
             path = results_dir / "plots" / f"sensitivity_{safe_file_name(key)}.png"
             files.append(figures.plot_sensitivity([p for p in points if p.hyperparameter == key], path, key))
-    return Report(rows, problems, files)
+    return Report(rows, problems, files, notes)
 
 
 def _line_label(agent: str, setting: str) -> str:
