@@ -36,8 +36,12 @@ class RunRecord:
     def setting(self) -> str:
         """The overrides as one label, e.g. 'num_particles=8 vgf_alpha=0.1' ('' for the preset as it is), then the
         variant in brackets when there is one."""
-        label = " ".join(f"{key}={format_value(value)}" for key, value in self.overrides)
+        label = overrides_label(self.overrides)
         return f"{label} [{self.variant}]".strip() if self.variant else label
+
+
+def overrides_label(overrides: tuple[tuple[str, Any], ...]) -> str:
+    return " ".join(f"{key}={format_value(value)}" for key, value in overrides)
 
 
 @dataclasses.dataclass(frozen=True)

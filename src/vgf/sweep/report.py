@@ -30,7 +30,7 @@ import numpy as np
 
 from vgf.agents import resolved_config_values
 from vgf.sweep.grid import format_value
-from vgf.sweep.records import Evaluation, Problem, RunRecord, SensitivityPoint
+from vgf.sweep.records import Evaluation, Problem, RunRecord, SensitivityPoint, overrides_label
 from vgf.training.checkpoint import atomic_write_text
 
 _EVAL_METRIC = re.compile(r"^eval/budget_(\d+)/(success|normalized_score)$")
@@ -143,7 +143,7 @@ def variant_notes(records: list[RunRecord]) -> list[str]:
             families[_family(record)][record.variant].append(record.name)
     notes = []
     for (task, agent, overrides), variants in sorted(families.items(), key=lambda item: item[0][:2]):
-        setting = " ".join(f"{key}={format_value(value)}" for key, value in overrides)
+        setting = overrides_label(overrides)
         parts = "; ".join(f"[{variant}]: {len(names)} run(s) ({', '.join(sorted(names))})"
                           for variant, names in sorted(variants.items()))
         notes.append(f"{agent}{f' ({setting})' if setting else ''} on {task}: runs trained under different agent "
