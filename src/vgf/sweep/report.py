@@ -115,24 +115,23 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
     configs: dict[tuple, set] = defaultdict(set)
     for record in records:
         configs[_family(record)].add(record.agent_config)
+    differing = {family: _differing_fields(seen) for family, seen in configs.items() if len(seen) > 1}
     labelled = []
     for record in records:
-        seen = configs[_family(record)]
-        if len(seen) == 1:
+        keys = differing.get(_family(record))
+        if keys is None:
             labelled.append(record)
             continue
         values = dict(record.agent_config)
-        differing = sorted({key for config in seen for key, _ in config if _differs(seen, key)})
-        label = " ".join(f"{key}={format_value(values[key]) if key in values else '(absent)'}" for key in differing)
+        label = " ".join(f"{key}={format_value(values[key]) if key in values else '(absent)'}" for key in keys)
         labelled.append(dataclasses.replace(record, variant=label))
     return labelled
 
 
-_MISSING = object()
-
-
-def _differs(configs: set, key: str) -> bool:
-    return len({dict(config).get(key, _MISSING) for config in configs}) > 1
+def _differing_fields(configs: set) -> list[str]:
+    missing = object()
+    keys = {key for config in configs for key, _ in config}
+    return sorted(key for key in keys if len({dict(config).get(key, missing) for config in configs}) > 1)
 
 
 def variant_notes(records: list[RunRecord]) -> list[str]:
