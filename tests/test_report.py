@@ -14,7 +14,7 @@ from vgf.sweep.report import collect_runs
 
 
 def fake_run(results_dir, agent, seed, evaluations, steps=100, overrides=None, default_budget=8, task="bandit", name=None,
-             metric="success", agent_config=None):
+             metric="success", agent_config=None, data_sha256=None):
     """A run directory as `train` leaves it. `evaluations`: {step: {budget: score}}, written as `metric` (success,
     or normalized_score as D4RL locomotion runs have it, without success); the return is 10 x score."""
     overrides = overrides or {}
@@ -23,6 +23,8 @@ def fake_run(results_dir, agent, seed, evaluations, steps=100, overrides=None, d
     if agent_config is None:
         agent_config = {"eval_vgf_steps": default_budget} if agent == "vgf" else {"bc_flow_steps": 8}
     config = {"settings": {"agent": agent, "task": task, "seed": seed, "steps": steps, "overrides": overrides}, "agent_config": agent_config}
+    if data_sha256 is not None:
+        config["dataset"] = {"source": "data.npz", "transitions": 100, "sha256": data_sha256}
     (run_dir / "config.json").write_text(json.dumps(config))
     rows = []
     for step, by_budget in sorted(evaluations.items()):
@@ -201,12 +203,41 @@ def test_runs_trained_under_different_agent_defaults_never_share_a_row(tmp_path,
     assert float(rows["[activation=relu]"]["score_last_mean"]) == pytest.approx(0.3)
     assert float(rows["[activation=gelu]"]["score_last_mean"]) == pytest.approx(0.7)
     assert [row.setting for row in report.rows if row.agent == "bc"] == [""]  # nothing to split: no label
-    assert report.notes == ["iql on bandit: runs trained under different agent settings, one row each: "
+    assert report.notes == ["iql on bandit: runs trained under different agent settings or data, one row each: "
                             "[activation=gelu]: 2 run(s) (new-s0, new-s1); [activation=relu]: 2 run(s) (old-s0, old-s1)"]
     assert "## Rows split by agent settings" in (tmp_path / "results.md").read_text()
     assert main(["bench", "--report", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[activation=relu]" in out and "rows split:" in out
+
+
+def test_runs_on_different_data_never_share_a_row_and_the_task_says_so(tmp_path, capsys):
+    # Two seeds of IQL on one data file, a third on the file remade elsewhere (other bytes), BC on the first file,
+    # and a run from before digests were kept: the IQL row splits by data, and the task names every data set.
+    first, remade = "a" * 64, "b" * 64
+    fake_run(tmp_path, "iql", 0, {100: {0: 0.2}}, data_sha256=first)
+    fake_run(tmp_path, "iql", 1, {100: {0: 0.4}}, data_sha256=first)
+    fake_run(tmp_path, "iql", 2, {100: {0: 0.9}}, data_sha256=remade)
+    fake_run(tmp_path, "bc", 0, {100: {0: 0.5}}, data_sha256=first)
+    fake_run(tmp_path, "bc", 1, {100: {0: 0.5}})
+    report = write_report(tmp_path)
+
+    rows = {(r["agent"], r["setting"]): r for r in read_csv(tmp_path / "results.csv")}
+    assert set(rows) == {("iql", "[data=aaaaaaaaaaaa]"), ("iql", "[data=bbbbbbbbbbbb]"), ("bc", "[data=(unrecorded)]"),
+                         ("bc", "[data=aaaaaaaaaaaa]")}
+    assert float(rows[("iql", "[data=aaaaaaaaaaaa]")]["score_last_mean"]) == pytest.approx(0.3)
+    assert report.data == ["bandit: runs trained on 3 different data sets (content sha256): data=(unrecorded): bc-bandit-s1; "
+                           "data=aaaaaaaaaaaa: bc-bandit-s0, iql-bandit-s0, iql-bandit-s1; data=bbbbbbbbbbbb: iql-bandit-s2"]
+    assert "## Tasks whose rows trained on different data" in (tmp_path / "results.md").read_text()
+    assert main(["bench", "--report", "--results-dir", str(tmp_path)]) == 0
+    assert "data differs:" in capsys.readouterr().out
+
+
+def test_runs_on_one_data_set_are_neither_split_nor_noted(tmp_path):
+    for seed in (0, 1):
+        fake_run(tmp_path, "iql", seed, {100: {0: 0.2}}, data_sha256="a" * 64)
+    report = write_report(tmp_path)
+    assert [row.setting for row in report.rows] == [""] and report.notes == report.data == []
 
 
 def test_a_config_the_agent_cannot_read_is_listed_not_pooled(tmp_path):

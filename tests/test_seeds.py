@@ -102,9 +102,10 @@ def test_resume_when_one_seed_lost_its_newest_checkpoint(tmp_path, dataset):
         assert_same_run(tmp_path / "whole" / f"s{seed}", tmp_path / "split" / f"s{seed}", rtol=0, atol=0)
 
 
-def test_diverged_seeds_each_name_their_run_and_keep_a_good_checkpoint(tmp_path, dataset):
+def test_diverged_seeds_each_name_their_run_and_keep_a_good_checkpoint(tmp_path, dataset, monkeypatch):
     settings = group(tmp_path, "run", 20, seeds=(0, 1))
     train_seeds(settings, dataset=dataset)
+    monkeypatch.setattr("vgf.training.offline.check_same_data", lambda *args: None)  # the changed data is the fault
     arrays = dataset.arrays()
     arrays["rewards"] = np.full_like(arrays["rewards"], 3e38)
     exploding = Dataset.from_arrays(arrays, source="exploding rewards")

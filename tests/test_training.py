@@ -16,7 +16,7 @@ import pytest
 from vgf.agents import make_config, with_test_time_settings
 from vgf.agents import iql
 from vgf.cli import main
-from vgf.data import Dataset, generate_ogbench_dataset, make_bandit_dataset
+from vgf.data import Dataset, DatasetError, generate_ogbench_dataset, make_bandit_dataset
 from vgf.training import TrainingDiverged, TrainSettings, list_checkpoints, load_checkpoint, load_run, train
 
 OGBENCH_TASK = "cube-single-play-singletask-task1"
@@ -257,6 +257,28 @@ def test_a_baseline_run_written_before_the_activation_field_stays_relu(tmp_path)
     assert load_run(tmp_path / "old")[2] == 20
 
 
+def test_a_run_records_its_data_digest_and_refuses_to_resume_on_other_data(tmp_path):
+    """config.json names the transitions a run trained on (sha256 of the arrays, not of the file); resuming on data
+    that differs, as data remade on another machine does, is refused with both digests; a record from before the
+    digest was kept resumes."""
+    dataset = make_bandit_dataset()
+    settings = TrainSettings(agent="bc", run_dir=str(tmp_path / "run"), steps=10, **BANDIT)
+    train(settings, dataset=dataset)
+    path = tmp_path / "run" / "config.json"
+    recorded = json.loads(path.read_text())["dataset"]["sha256"]
+    assert recorded == dataset.content_sha256() == make_bandit_dataset().content_sha256()
+    remade = dataclasses.replace(dataset, rewards=dataset.rewards + np.float32(1e-3))
+    assert remade.content_sha256() != recorded
+    with pytest.raises(DatasetError, match=f"trained on data with content sha256 {recorded}.* now holds {remade.content_sha256()}"):
+        train(dataclasses.replace(settings, steps=20), dataset=remade)
+    info = json.loads(path.read_text())
+    del info["dataset"]["sha256"]
+    path.write_text(json.dumps(info))
+    train(dataclasses.replace(settings, steps=20), dataset=remade)
+    assert load_run(tmp_path / "run")[2] == 20
+    assert json.loads(path.read_text())["dataset"]["sha256"] == remade.content_sha256()
+
+
 def test_rebrac_critic_penalty_trains_on_the_dataset_next_actions_offline_only(tmp_path):
     dataset = make_bandit_dataset()
     settings = TrainSettings(agent="rebrac", run_dir=str(tmp_path / "offline"), steps=10, overrides={"alpha_critic": 0.1}, **BANDIT)
@@ -276,12 +298,14 @@ def test_agents_with_a_trained_actor_have_no_test_time_settings():
         with_test_time_settings("iql", agent, {"expectile": 0.7})
 
 
-def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_divergence_raises_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     dataset = make_bandit_dataset()
     settings = TrainSettings(agent="vgf", run_dir=str(tmp_path / "run"), steps=20, **BANDIT)
     train(settings, dataset=dataset)
     # Resume the same run on rewards near the float32 limit: the squared TD error overflows in the next chunk.
-    # (Same config and shapes as the run above, so nothing is recompiled.)
+    # (Same config and shapes as the run above, so nothing is recompiled.) The changed data is the injected fault,
+    # so the check that refuses to resume on other data stands aside.
+    monkeypatch.setattr("vgf.training.offline.check_same_data", lambda *args: None)
     arrays = dataset.arrays()
     arrays["rewards"] = np.full_like(arrays["rewards"], 3e38)
     exploding = Dataset.from_arrays(arrays, source="exploding rewards")

@@ -484,6 +484,8 @@ def report_results(results_dir: Path, title: str) -> int:
         console.print(table)
     for note in report.notes:
         console.print(f"[yellow]rows split:[/yellow] {escape(note)}", highlight=False)
+    for note in report.data:
+        console.print(f"[yellow]data differs:[/yellow] {escape(note)}", highlight=False)
     for problem in report.problems:
         console.print(f"[yellow]not in the table:[/yellow] {problem.name}: {escape(problem.reason)}", highlight=False)
     console.print("wrote " + ", ".join(str(path) for path in report.files))

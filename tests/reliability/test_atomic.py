@@ -141,7 +141,7 @@ def test_every_run_file_is_on_disk_before_its_rename_and_the_rename_before_the_w
     save_checkpoint(checkpoints, 10, state(1.0))
     MetricsLogger(run_dir).log({"step": 10, "train/loss": 0.5, "eval/budget_0/success": 1.0})
     save_online_checkpoint(checkpoints, 20, state(2.0), ReplayBuffer.like({"x": np.zeros((1, 2), np.float32)}, 4), keep=3)
-    write_run_info(run_dir, TrainSettings("vgf", "bandit", str(run_dir)), make_config("vgf", "bandit"), make_bandit_dataset(100))
+    write_run_info(run_dir, TrainSettings("vgf", "bandit", str(run_dir)), make_config("vgf", "bandit"), make_bandit_dataset(100), "0" * 64)
     _record_failure(run_dir, 1, "RuntimeError: boom", "Traceback ...")
     plot_learning_curve([{"step": 10, "eval/budget_0/success": 1.0}], run_dir / "plots" / "learning_curve.png", title="t")
 

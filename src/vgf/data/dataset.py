@@ -7,6 +7,7 @@ arrays came from, so that a bad data file fails loudly at load time instead of a
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -292,6 +293,15 @@ class Dataset:
     def arrays(self) -> dict[str, np.ndarray]:
         """The six arrays by name (observations, actions, rewards, next_observations, masks, terminals)."""
         return {key: getattr(self, key) for key in ARRAY_KEYS}
+
+    def content_sha256(self) -> str:
+        """sha256 of the six arrays (names, shapes and float32 bytes): the same for the same transitions whatever file
+        they came from, so runs can be told apart by the data they trained on (remade data differs between CPUs)."""
+        digest = hashlib.sha256()
+        for key, value in self.arrays().items():
+            digest.update(f"{key}{value.shape}".encode())
+            digest.update(value.tobytes())
+        return digest.hexdigest()
 
     def next_actions(self) -> np.ndarray:
         """The dataset's action at the next step of the same trajectory, per transition (ReBRAC's critic penalty).

@@ -31,6 +31,7 @@ class RunRecord:
     metric: str = "success"  # what Evaluation.score holds: 'success' or 'normalized_score' (D4RL tasks)
     agent_config: tuple[tuple[str, Any], ...] = ()  # every value it trained with (vgf.agents.resolved_config_values)
     variant: str = ""  # where runs of one row trained under different agent defaults: this run's values, e.g. 'activation=relu'
+    data_sha256: str | None = None  # of the transitions it trained on (config.json's dataset.sha256); None: not recorded
 
     @property
     def setting(self) -> str:

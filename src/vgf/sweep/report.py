@@ -9,9 +9,11 @@ their default budget (their config's `eval_vgf_steps`) and at the budget with th
 to the higher mean return, then the smaller budget).
 
 Runs are pooled into one row only when they trained under the same agent settings, as each run's config.json
-resolves them today (`vgf.agents.resolved_config_values`: fields added since filled with what the run used). Runs of
-one agent, task and overrides whose settings differ (e.g. trained before and after a change of the agent's defaults)
-get one row per variant, labelled with the values that differ, and the report says so.
+resolves them today (`vgf.agents.resolved_config_values`: fields added since filled with what the run used), and on
+the same data (the content digest in config.json, where recorded). Runs of one agent, task and overrides whose
+settings or data differ (e.g. trained before and after a change of the agent's defaults, or on data remade on another
+machine) get one row per variant, labelled with the values that differ, and the report says so; rows of one task
+trained on different data are named too.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def read_run(run_dir: Path) -> RunRecord | Problem:
         evaluations={budget: tuple(evals) for budget, evals in sorted(evaluations.items())},
         metric=metric,
         agent_config=tuple(sorted((key, _hashable(value)) for key, value in agent_config.items())),
+        data_sha256=info.get("dataset", {}).get("sha256"),
     )
 
 
@@ -109,12 +112,22 @@ def _family(record: RunRecord) -> tuple[str, str, tuple]:
     return record.task, record.agent, record.overrides
 
 
+def data_label(record: RunRecord) -> str:
+    """The first 12 hex digits of the run's data digest, or '(unrecorded)'."""
+    return record.data_sha256[:12] if record.data_sha256 else "(unrecorded)"
+
+
+def _settings_and_data(record: RunRecord) -> tuple:
+    return (*record.agent_config, ("data", data_label(record)))
+
+
 def label_variants(records: list[RunRecord]) -> list[RunRecord]:
     """The records with `variant` set where runs of one agent, task and overrides trained under different agent
-    settings: each run's values of the fields that differ among them, so such runs never share a row."""
+    settings or on different data: each run's values of the fields that differ among them (the data as `data=<digest>`),
+    so such runs never share a row."""
     configs: dict[tuple, set] = defaultdict(set)
     for record in records:
-        configs[_family(record)].add(record.agent_config)
+        configs[_family(record)].add(_settings_and_data(record))
     differing = {family: _differing_fields(seen) for family, seen in configs.items() if len(seen) > 1}
     labelled = []
     for record in records:
@@ -122,7 +135,7 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
         if keys is None:
             labelled.append(record)
             continue
-        values = dict(record.agent_config)
+        values = dict(_settings_and_data(record))
         label = " ".join(f"{key}={format_value(values[key]) if key in values else '(absent)'}" for key in keys)
         labelled.append(dataclasses.replace(record, variant=label))
     return labelled
@@ -146,7 +159,21 @@ def variant_notes(records: list[RunRecord]) -> list[str]:
         parts = "; ".join(f"[{variant}]: {len(names)} run(s) ({', '.join(sorted(names))})"
                           for variant, names in sorted(variants.items()))
         notes.append(f"{agent}{f' ({setting})' if setting else ''} on {task}: runs trained under different agent "
-                     f"settings, one row each: {parts}")
+                     f"settings or data, one row each: {parts}")
+    return notes
+
+
+def data_notes(records: list[RunRecord]) -> list[str]:
+    """One line per task whose runs trained on more than one data set (or some on data they did not record): which
+    runs on which, so rows side by side on a task are known to compare agents on different transitions."""
+    by_task: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        by_task[record.task][data_label(record)].append(record.name)
+    notes = []
+    for task, by_data in sorted(by_task.items()):
+        if len(by_data) > 1:
+            parts = "; ".join(f"data={label}: {', '.join(sorted(names))}" for label, names in sorted(by_data.items()))
+            notes.append(f"{task}: runs trained on {len(by_data)} different data sets (content sha256): {parts}")
     return notes
 
 
@@ -340,7 +367,7 @@ def budget_curve_lines(records: list[RunRecord]) -> list[str]:
 
 
 def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str, curves: list[str] = (),
-                     notes: list[str] = ()) -> str:
+                     notes: list[str] = (), data: list[str] = ()) -> str:
     lines = [
         f"# {title}",
         "",
@@ -369,7 +396,9 @@ def results_markdown(rows: list[ScoreRow], problems: list[Problem], title: str, 
             lines.append("| " + " | ".join(cells) + " |")
     lines += curves
     if notes:
-        lines += ["", "## Rows split by agent settings", ""] + [f"- {note}" for note in notes]
+        lines += ["", "## Rows split by agent settings or data", ""] + [f"- {note}" for note in notes]
+    if data:
+        lines += ["", "## Tasks whose rows trained on different data", ""] + [f"- {note}" for note in data]
     if problems:
         lines += ["", "## Runs not in the table", ""] + [f"- `{p.name}`: {p.reason}" for p in problems]
     return "\n".join(lines) + "\n"
@@ -380,7 +409,8 @@ class Report:
     rows: list[ScoreRow]
     problems: list[Problem]
     files: list[Path]
-    notes: list[str] = dataclasses.field(default_factory=list)  # rows split by agent settings (`variant_notes`)
+    notes: list[str] = dataclasses.field(default_factory=list)  # rows split by agent settings or data (`variant_notes`)
+    data: list[str] = dataclasses.field(default_factory=list)  # tasks whose runs trained on different data (`data_notes`)
 
 
 def write_report(results_dir: Path | str, title: str | None = None) -> Report:
@@ -392,8 +422,8 @@ def write_report(results_dir: Path | str, title: str | None = None) -> Report:
     records, problems = collect_runs(results_dir)
     rows = score_rows(records)
     files = [results_dir / "results.md", results_dir / "results.csv"]
-    notes = variant_notes(records)
-    markdown = results_markdown(rows, problems, title or f"Results: {results_dir}", budget_curve_lines(records), notes)
+    notes, data = variant_notes(records), data_notes(records)
+    markdown = results_markdown(rows, problems, title or f"Results: {results_dir}", budget_curve_lines(records), notes, data)
     atomic_write_text(files[0], markdown)
     atomic_write_text(files[1], results_csv(rows))
     groups = _group(records)
@@ -412,7 +442,7 @@ def write_report(results_dir: Path | str, title: str | None = None) -> Report:
         for key in swept_hyperparameters(records):
             path = results_dir / "plots" / f"sensitivity_{safe_file_name(key)}.png"
             files.append(figures.plot_sensitivity([p for p in points if p.hyperparameter == key], path, key))
-    return Report(rows, problems, files, notes)
+    return Report(rows, problems, files, notes, data)
 
 
 def _line_label(agent: str, setting: str) -> str:

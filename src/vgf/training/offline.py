@@ -19,7 +19,7 @@ import numpy as np
 
 import vgf
 from vgf.agents import get_agent, make_config, needs_next_actions
-from vgf.data import Dataset, load_task_datasets
+from vgf.data import Dataset, DatasetError, load_task_datasets
 from vgf.envs import TaskSpec, make_env, task_spec
 from vgf.evaluation import EnvPool, env_workers
 from vgf.training.checkpoint import (
@@ -145,13 +145,13 @@ def stack_seeds(agents: list):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
 
 
-def write_run_info(run_dir: Path, settings: TrainSettings, config, dataset: Dataset) -> None:
+def write_run_info(run_dir: Path, settings: TrainSettings, config, dataset: Dataset, data_sha256: str) -> None:
     info = {
         "settings": dataclasses.asdict(settings),
         "agent_config": dataclasses.asdict(config),
         "obs_dim": dataset.obs_dim,
         "action_dim": dataset.action_dim,
-        "dataset": {"source": dataset.source, "transitions": dataset.size},
+        "dataset": {"source": dataset.source, "transitions": dataset.size, "sha256": data_sha256},
         "git_revision": git_revision(),
         "vgf_version": vgf.__version__,
         "jax_version": jax.__version__,
@@ -184,6 +184,18 @@ def config_differences(stored, requested) -> list[str]:
         for field in dataclasses.fields(requested)
         if getattr(stored, field.name) != getattr(requested, field.name)
     ]
+
+
+def check_same_data(run_dir: Path, data_sha256: str, source: str) -> None:
+    """Refuse to resume a run on other transitions than it trained on so far (data remade on another machine differs
+    in its bytes). Runs recorded before the digest was kept are resumed as they are."""
+    recorded = json.loads((Path(run_dir) / "config.json").read_text()).get("dataset", {}).get("sha256")
+    if recorded is not None and recorded != data_sha256:
+        raise DatasetError(
+            f"{run_dir} trained on data with content sha256 {recorded}, but {source} now holds {data_sha256}: the "
+            f"file was remade or replaced, and its transitions differ. Continue it on the data it trained on, or start "
+            f"a new run directory"
+        )
 
 
 def check_resumable(run_dir: Path, settings: TrainSettings, config, newest_step: int) -> None:
@@ -349,6 +361,10 @@ def train_held_seeds(
         dataset, validation = load_task_datasets(*spec.data_source(settings.data_dir), strict=settings.strict)
     if spec is not None:
         check_dataset_matches(dataset, spec)
+    data_sha256 = dataset.content_sha256()  # before any reward scaling: it names the data, not the run's view of it
+    if resuming:
+        for run in runs:
+            check_same_data(run.run_dir, data_sha256, dataset.source)
     scale = 1.0
     if settings.normalize_rewards:
         scale = dataset.return_range_scale()
@@ -364,7 +380,7 @@ def train_held_seeds(
     if resuming:
         start, agents, paths = restore_seeds(runs, agents)
     for index, run in enumerate(runs):
-        write_run_info(run.run_dir, run.settings, config, dataset)  # before the first checkpoint: it has its config
+        write_run_info(run.run_dir, run.settings, config, dataset, data_sha256)  # before the first checkpoint: it has its config
         if paths[index] is None:
             paths[index] = save_checkpoint(run.checkpoint_dir, start, seed_slice(agents, index), settings.keep_checkpoints, settings.keep_every)
         run.kept = (start, paths[index])
