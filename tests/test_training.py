@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import platform
 
 import jax
 import numpy as np
@@ -266,6 +267,7 @@ def test_a_run_records_its_data_digest_and_refuses_to_resume_on_other_data(tmp_p
     train(settings, dataset=dataset)
     path = tmp_path / "run" / "config.json"
     recorded = json.loads(path.read_text())["dataset"]["sha256"]
+    assert platform.machine() in json.loads(path.read_text())["machine"]  # which CPU made it, beside the versions
     assert recorded == dataset.content_sha256() == make_bandit_dataset().content_sha256()
     remade = dataclasses.replace(dataset, rewards=dataset.rewards + np.float32(1e-3))
     assert remade.content_sha256() != recorded

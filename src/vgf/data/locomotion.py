@@ -37,6 +37,7 @@ from vgf.data.sac_teacher import TRANSITION_KEYS, GaussianActor, SACTeacher, Tea
 from vgf.envs import one_thread_children, usable_cores
 from vgf.envs.d4rl_envs import make_d4rl_env, parse_d4rl_task
 from vgf.files import fsync_directory, make_directories, temporary_name
+from vgf.provenance import machine_description
 
 __all__ = [
     "LOCOMOTION_DATASETS",
@@ -278,7 +279,7 @@ def _versions() -> dict[str, str]:
     import mujoco
 
     return {"gymnasium_version": gymnasium.__version__, "mujoco_version": mujoco.__version__,
-            "vgf_version": vgf.__version__,
+            "vgf_version": vgf.__version__, "machine": machine_description(),
             "teacher_algorithm": f"SAC (sbx-rl {metadata.version('sbx-rl')}, MlpPolicy, sbx defaults)"}
 
 

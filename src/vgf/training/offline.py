@@ -21,6 +21,7 @@ import vgf
 from vgf.agents import get_agent, make_config, needs_next_actions
 from vgf.data import Dataset, DatasetError, load_task_datasets
 from vgf.envs import TaskSpec, make_env, task_spec
+from vgf.provenance import machine_description
 from vgf.evaluation import EnvPool, env_workers
 from vgf.training.checkpoint import (
     atomic_write_text,
@@ -157,6 +158,7 @@ def write_run_info(run_dir: Path, settings: TrainSettings, config, dataset: Data
         "jax_version": jax.__version__,
         "jax_devices": [f"{device} ({device.device_kind})" for device in jax.devices()],
         "python": platform.python_version(),
+        "machine": machine_description(),
     }
     atomic_write_text(run_dir / "config.json", json.dumps(info, indent=2))
 
