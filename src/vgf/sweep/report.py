@@ -142,9 +142,9 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def _differing_fields(configs: set) -> list[str]:
-    missing = object()
-    keys = {key for config in configs for key, _ in config}
-    return sorted(key for key in keys if len({dict(config).get(key, missing) for config in configs}) > 1)
+    missing, mappings = object(), [dict(config) for config in configs]
+    keys = {key for mapping in mappings for key in mapping}
+    return sorted(key for key in keys if len({mapping.get(key, missing) for mapping in mappings}) > 1)
 
 
 def variant_notes(records: list[RunRecord]) -> list[str]:

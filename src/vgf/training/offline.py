@@ -21,8 +21,8 @@ import vgf
 from vgf.agents import get_agent, make_config, needs_next_actions
 from vgf.data import Dataset, DatasetError, load_task_datasets
 from vgf.envs import TaskSpec, make_env, task_spec
-from vgf.provenance import machine_description
 from vgf.evaluation import EnvPool, env_workers
+from vgf.provenance import machine_description
 from vgf.training.checkpoint import (
     atomic_write_text,
     list_checkpoints,
