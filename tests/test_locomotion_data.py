@@ -29,6 +29,8 @@ from vgf.data.locomotion import (
     generate_locomotion_dataset,
     medium_threshold,
     parse_locomotion_name,
+    read_transitions,
+    write_d4rl_hdf5,
 )
 from vgf.data.sac_teacher import GaussianActor, SACTeacher, TeacherConfig, TeacherError
 from vgf.envs import task_spec
@@ -151,6 +153,18 @@ def test_same_bytes_whatever_the_worker_count(made, tmp_path):
     assert sha256(again) == sha256(paths["medium"])
 
 
+def test_files_are_compressed_and_read_back_exactly(made, tmp_path):
+    _, paths = made
+    arrays = read_transitions(paths["medium"])
+    with h5py.File(paths["medium"]) as handle:
+        assert {handle[key].compression for key in ("observations", "actions", "infos/qpos")} == {"gzip"}
+        attrs = dict(handle.attrs)
+    copy = tmp_path / "copy.hdf5"
+    write_d4rl_hdf5(copy, arrays, attrs)  # what is read back writes the same file again
+    assert sha256(copy) == sha256(paths["medium"])
+    assert load_d4rl_hdf5(copy).content_sha256() == load_d4rl_hdf5(paths["medium"]).content_sha256()
+
+
 def test_train_runs_on_a_made_dataset(made, tmp_path):
     out, _ = made
     assert task_spec("d4rl:hopper-medium-replay-v5").d4rl_reference == "hopper-medium-replay-v5"
@@ -180,6 +194,8 @@ def test_dataset_summary_is_the_files_record(made):
     _, paths = made
     summary = dataset_summary(paths["medium"])
     assert summary["sha256"] == sha256(paths["medium"]) and summary["transitions"] == 1500
+    assert summary["content_sha256"] == check_file(paths["medium"])["content_sha256"] \
+        == load_d4rl_hdf5(paths["medium"]).content_sha256()
     assert summary["normalized_return_mean"] == pytest.approx(
         d4rl_normalized_score("hopper-medium-v5", summary["return_mean"]))
 

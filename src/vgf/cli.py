@@ -189,6 +189,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:PORT (default: a local instance)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all cores)")
     parser.add_argument("--report", action="store_true", help="only rebuild the table and plots from the results directory")
+    parser.add_argument("--pack", metavar="DIR", help="only copy each run's record and newest checkpoint into DIR, to go on "
+                        "elsewhere: copy DIR back as the results directory and run the same command")
 
 
 def cmd_data(args) -> int:
@@ -492,6 +494,17 @@ def report_results(results_dir: Path, title: str) -> int:
     return 1 if report.problems else 0
 
 
+def pack_results(results_dir: Path, out_dir: str) -> int:
+    from vgf.sweep.pack import pack_results as pack
+
+    packed = pack(results_dir, out_dir)
+    for run in packed:
+        where = "no checkpoint yet" if run.step is None else f"checkpoint at step {run.step:,}"
+        console.print(f"packed {run.name}: {where}, {run.bytes / 2**20:.1f} MiB")
+    console.print(f"{len(packed)} run(s) of {results_dir} packed into {out_dir}")
+    return 0
+
+
 def run_and_report(specs, results_dir: Path, resources, retries: int, args, title: str) -> int:
     """Train the runs on Ray with a live view, then write the report."""
     from rich.live import Live
@@ -519,6 +532,8 @@ def cmd_bench(args) -> int:
     title = f"vgf bench: {results_dir}"
     if args.report:
         return report_results(results_dir, title)
+    if args.pack:
+        return pack_results(results_dir, args.pack)
     if not args.agents or not args.tasks:
         raise ValueError("vgf bench needs --agents and --tasks (or --report)")
     if args.retries < 0:
@@ -552,13 +567,15 @@ def cmd_bench(args) -> int:
 def cmd_sweep(args) -> int:
     from vgf.sweep import load_sweep
 
-    if args.file is None and not (args.report and args.results_dir):
-        raise ValueError("vgf sweep needs a sweep YAML file (or --report --results-dir DIR)")
+    if args.file is None and not ((args.report or args.pack) and args.results_dir):
+        raise ValueError("vgf sweep needs a sweep YAML file (or --report / --pack with --results-dir DIR)")
     sweep = load_sweep(args.file) if args.file else None
     results_dir = Path(args.results_dir) if args.results_dir else sweep.results_dir
     title = f"vgf sweep: {args.file or results_dir}"
     if args.report:
         return report_results(results_dir, title)
+    if args.pack:
+        return pack_results(results_dir, args.pack)
     grid = dataclasses.replace(sweep.grid, loggers=args.logger) if args.logger else sweep.grid
     return run_and_report(grid.runs(), results_dir, sweep.resources, sweep.retries, args, title)
 

@@ -99,6 +99,7 @@ def _check_hdf5(path: Path, strict: bool) -> dict:
         "has_timeouts": "timeouts" in arrays,
         "has_next_observations": "next_observations" in arrays,
         "default_reward_transform": "antmaze (r - 1)" if is_antmaze(path.name) else "none",
+        "content_sha256": dataset.content_sha256(),  # what a run trained on it records as dataset.sha256
         **({"attributes": provenance} if provenance else {}),
     }
 

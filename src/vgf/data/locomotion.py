@@ -31,6 +31,7 @@ import gymnasium
 import numpy as np
 
 import vgf
+from vgf.data.d4rl import load_d4rl_hdf5
 from vgf.data.d4rl_scores import D4RL_REFERENCE_RETURNS, d4rl_normalized_score
 from vgf.data.dataset import DatasetError
 from vgf.data.sac_teacher import TRANSITION_KEYS, GaussianActor, SACTeacher, TeacherConfig, stack_transitions
@@ -239,18 +240,20 @@ def episode_returns(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 def write_d4rl_hdf5(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> None:
     """Write D4RL's layout (`infos/qpos`, `infos/qvel` for the state) atomically, with no timestamps in the file,
-    so the same arrays and attributes give the same bytes."""
+    so the same arrays and attributes give the same bytes. Arrays are gzip-compressed (byte-shuffled first): a file
+    small enough to keep beside the runs that trained on it, since a remade one differs between machines."""
     import h5py
 
     path = Path(path)
     make_directories(path.parent)
     tmp = temporary_name(path)
+    compressed = {"compression": "gzip", "compression_opts": 6, "shuffle": True, "track_times": False}
     try:
         with h5py.File(tmp, "w", track_order=True) as handle:
             for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
-                handle.create_dataset(key, data=arrays[key], track_times=False)
+                handle.create_dataset(key, data=arrays[key], **compressed)
             for key in ("qpos", "qvel"):
-                handle.create_dataset(f"infos/{key}", data=arrays[key], track_times=False)
+                handle.create_dataset(f"infos/{key}", data=arrays[key], **compressed)
             for key, value in attrs.items():
                 handle.attrs[key] = value
         with open(tmp, "rb+") as written:
@@ -375,6 +378,7 @@ def dataset_summary(path) -> dict:
         **attrs,
         "file": path.name,
         "sha256": digest.hexdigest(),
+        "content_sha256": load_d4rl_hdf5(path).content_sha256(),  # runs record this one: it ignores compression
         "transitions": int(len(arrays["rewards"])),
         "episodes": int(len(returns)),
         "terminals": int(arrays["terminals"].sum()),
