@@ -8,8 +8,8 @@ of that seed, D4RL's normalised score included. A run whose training finished is
 evaluated is not evaluated again: running the same command resumes.
 
     python benchmarks/peers/run_d3rlpy.py --python /work/peers-venv/bin/python --tasks d4rl:hopper-medium-replay-v5 \
-        --data-dir /work/vgf-data --seeds 0,1,2 --steps 100000 --eval-every 10000 --episodes 10 \
-        --runs-dir /work/vgf-bench/peers --records-dir benchmarks/results/locomotion/peers
+        --data-dir benchmarks/data/locomotion --seeds 0,1,2 --steps 100000 --eval-every 10000 --episodes 10 \
+        --runs-dir /work/vgf-bench/peers --records-dir benchmarks/results/locomotion/study-peers
 """
 
 from __future__ import annotations
