@@ -47,6 +47,13 @@ def test_grid_expands_hyperparameters_only_for_agents_that_have_them():
     assert settings.overrides == {"batch_size": 64, "vgf_alpha": 0.1}
 
 
+def test_the_default_budget_added_is_the_tasks_own():
+    specs = Grid(agents=("vgf",), tasks=("d4rl:hopper-medium-replay-v5", "cube-single-play-singletask-task1"),
+                 seeds=(0,), steps=100, preset="cpu-small", eval_budgets=(0,)).runs()
+    assert {spec.task: spec.eval_budgets for spec in specs} == {
+        "d4rl:hopper-medium-replay-v5": (0, 3), "cube-single-play-singletask-task1": (0,)}  # cpu-d4rl acts with 3
+
+
 def test_each_run_steps_its_envs_on_its_share_of_the_cores():
     """`vgf bench` runs cores / cpus_per_run runs at once: each one's evaluation gets cpus_per_run env workers."""
     from vgf.sweep.grid import Resources

@@ -95,7 +95,7 @@ class Grid:
 
     `overrides` and `hyperparameters` apply to each agent whose config has the field, so `vgf_alpha` is swept for
     VGF while BC runs once per task and seed. Budget agents are evaluated at `eval_budgets` plus their config's
-    default budget (`eval_vgf_steps`), the others at budget 0. `eval_every` None means ten evaluations per run.
+    default budget on that task (`eval_vgf_steps`), the others at budget 0. `eval_every` None means ten evaluations per run.
     """
 
     agents: tuple[str, ...]
@@ -186,16 +186,16 @@ class Grid:
         specs = []
         for combination in itertools.product(*swept.values()):
             overrides = {**fixed, **dict(zip(swept, combination))}
-            config = make_config(agent, self.preset, overrides)
-            budgets = (0,)
-            if uses_budgets(agent):
-                default = getattr(config, "eval_vgf_steps", None)
-                budgets = tuple(sorted(set(self.eval_budgets) | ({default} if default is not None else set())))
+            budgets = {}
             for task in self.tasks:  # the preset's per-environment values, with the overrides on top, must hold too
                 try:
-                    make_config(agent, self.preset, overrides, task=task)
+                    config = make_config(agent, self.preset, overrides, task=task)
                 except (ValueError, TypeError) as error:
                     raise GridError(f"tasks: {task}: {error}") from None
+                budgets[task] = (0,)
+                if uses_budgets(agent):  # the default budget can be a per-environment value (D4RL's is 3)
+                    default = getattr(config, "eval_vgf_steps", None)
+                    budgets[task] = tuple(sorted(set(self.eval_budgets) | ({default} if default is not None else set())))
             for task, seed in itertools.product(self.tasks, self.seeds):
                 spec = RunSpec(
                     agent=agent,
@@ -206,7 +206,7 @@ class Grid:
                     overrides=tuple(sorted(overrides.items())),
                     eval_every=eval_every,
                     eval_episodes=self.eval_episodes,
-                    eval_budgets=budgets,
+                    eval_budgets=budgets[task],
                     data_dir=self.data_dir,
                     loggers=parse_loggers(self.loggers),
                     keep_checkpoints=self.keep_checkpoints,
