@@ -45,15 +45,17 @@ def test_packing_again_replaces_the_earlier_checkpoint_and_refuses_the_results_d
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text("{}")
     (run / "failure.json").write_text("{}")
+    (run / "eval").mkdir()
+    (run / "eval" / "budgets_step10.json").write_text("[]")
     (run / "checkpoints" / "step_000000010.msgpack").write_bytes(b"a")
     (tmp_path / "results" / "notes").mkdir()  # not a run: no config.json
     assert [(r.name, r.step) for r in pack_results(tmp_path / "results", tmp_path / "pack")] == [("run", 10)]
 
     (run / "failure.json").unlink()
     (run / "checkpoints" / "step_000000020.msgpack").write_bytes(b"bb")
-    assert pack_results(tmp_path / "results", tmp_path / "pack")[0].bytes == len("{}") + 2
-    assert sorted(p.name for p in (tmp_path / "pack" / "run").rglob("*")) == \
-        ["checkpoints", "config.json", "step_000000020.msgpack"]
+    assert pack_results(tmp_path / "results", tmp_path / "pack")[0].bytes == len("{}") + len("[]") + 2
+    assert sorted(str(p.relative_to(tmp_path / "pack" / "run")) for p in (tmp_path / "pack" / "run").rglob("*")) == \
+        ["checkpoints", "checkpoints/step_000000020.msgpack", "config.json", "eval", "eval/budgets_step10.json"]
     assert not (tmp_path / "pack" / "notes").exists()
     with pytest.raises(ValueError, match="the results directory itself"):
         pack_results(tmp_path / "results", tmp_path / "results")

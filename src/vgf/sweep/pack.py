@@ -1,8 +1,8 @@
 """A results directory packed to continue on another machine: each run's record and its newest checkpoint.
 
 A study longer than a machine's life (or a session's) goes on elsewhere: `vgf bench ... --pack DIR` copies into DIR
-every run's top-level files (config.json, metrics.jsonl, a failure record) and its newest checkpoint, the one it
-resumes from; the kept older checkpoints stay behind. Copy DIR back as the results directory, run the same command,
+every run's files (config.json, metrics, plots, `vgf eval` records, a failure record) and its newest checkpoint, the
+one it resumes from; the kept older checkpoints stay behind. Copy DIR back as the results directory, run the same command,
 and each unfinished run resumes where it was packed. Packing again into the same DIR replaces what was there.
 """
 
@@ -34,7 +34,8 @@ def pack_results(results_dir, out_dir) -> list[PackedRun]:
     packed = []
     for run_dir in sorted(path for path in results_dir.iterdir() if (path / "config.json").is_file()):
         target = out_dir / run_dir.name
-        files = [path for path in run_dir.iterdir() if path.is_file() and path.name != LOCK_FILE]
+        files = [path for path in run_dir.rglob("*") if path.is_file() and path.name != LOCK_FILE
+                 and path.relative_to(run_dir).parts[0] != "checkpoints"]
         checkpoints = list_checkpoints(run_dir / "checkpoints")
         newest = [checkpoints[-1][1]] if checkpoints else []
         for source in files + newest:
@@ -42,8 +43,8 @@ def pack_results(results_dir, out_dir) -> list[PackedRun]:
         for _, stale in list_checkpoints(target / "checkpoints"):  # an earlier pack's
             if stale.name not in {path.name for path in newest}:
                 stale.unlink()
-        for path in target.iterdir():  # a file the run no longer has (a failure record since cleared)
-            if path.is_file() and not (run_dir / path.name).is_file():
+        for path in target.rglob("*"):  # a file the run no longer has (a failure record since cleared)
+            if path.is_file() and not (run_dir / path.relative_to(target)).is_file():
                 path.unlink()
         size = sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
         packed.append(PackedRun(run_dir.name, checkpoints[-1][0] if checkpoints else None, size))
