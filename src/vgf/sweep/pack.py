@@ -38,13 +38,11 @@ def pack_results(results_dir, out_dir) -> list[PackedRun]:
                  and path.relative_to(run_dir).parts[0] != "checkpoints"]
         checkpoints = list_checkpoints(run_dir / "checkpoints")
         newest = [checkpoints[-1][1]] if checkpoints else []
-        for source in files + newest:
-            atomic_write_bytes(target / source.relative_to(run_dir), source.read_bytes())
-        for _, stale in list_checkpoints(target / "checkpoints"):  # an earlier pack's
-            if stale.name not in {path.name for path in newest}:
-                stale.unlink()
-        for path in target.rglob("*"):  # a file the run no longer has (a failure record since cleared)
-            if path.is_file() and not (run_dir / path.relative_to(target)).is_file():
+        carried = {source.relative_to(run_dir) for source in files + newest}
+        for relative in carried:
+            atomic_write_bytes(target / relative, (run_dir / relative).read_bytes())
+        for path in target.rglob("*"):  # an earlier pack's older checkpoint, a failure record since cleared
+            if path.is_file() and path.relative_to(target) not in carried:
                 path.unlink()
         size = sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
         packed.append(PackedRun(run_dir.name, checkpoints[-1][0] if checkpoints else None, size))
